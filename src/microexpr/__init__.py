@@ -1,0 +1,4 @@
+"""microexpr
+"""
+
+__version__ = "0.1"
