@@ -1,0 +1,305 @@
+"""Metrics from one pooled prediction table (one row per test sample per selection protocol).
+
+Contract of the table: ``sample_id, dataset, subject, fold_subject, fold, y_true, y_pred, label_true,
+label_pred, selection, epoch`` and one ``score_<class>`` column per class (softmax probabilities; the metrics here
+only use the arg-max decisions in ``y_pred``). ``classes`` gives the class order (index = label id).
+
+Aggregation policy (written once here, repeated in the report):
+
+- **Pooled numbers are primary** (MEGC style): every test sample of every fold goes into one set of TP/FP/FN
+  counts, then accuracy, UF1, UAR and WF1 are computed once. The per-fold mean ± std is secondary: LOSO folds
+  hold 1–30 samples with a subject-dependent class mix, so a per-fold mean weights small folds heavily.
+- **UF1** = macro F1 over *all* classes of the label set (``labels=range(len(classes))``, ``zero_division=0``),
+  i.e. mean over classes of 2TP/(2TP+FP+FN). A class with no true and no predicted sample contributes 0
+  (its F1 is 0/0); such classes are listed in ``classes_absent_from_truth`` so the reader sees why.
+- **UAR** = mean recall over the classes *present in y_true* (sklearn's ``balanced_accuracy_score`` semantics).
+  The recall of a class with no true sample is 0/0 and is left out rather than counted as 0 or 1.
+- **Per-fold UF1** averages over the classes present in that fold's truth or predictions (sklearn's default
+  label set): a test subject rarely shows every class, and counting the classes it does not show as F1 = 0
+  would score the subject's class mix, not the model. MMNet's code skips such classes per fold in the same way.
+- **Per-class** precision/recall/F1 use ``zero_division=0``; read them with their ``support`` (true count) and
+  ``n_predicted``.
+
+All returned values are JSON-serialisable (dict, list, str, int, float, None).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+)
+
+SELECTIONS: tuple[str, ...] = ("honest", "oracle_epoch")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "sample_id",
+    "dataset",
+    "subject",
+    "fold_subject",
+    "fold",
+    "y_true",
+    "y_pred",
+    "label_true",
+    "label_pred",
+    "selection",
+    "epoch",
+)
+HEADLINE_METRICS: tuple[str, ...] = ("acc", "uf1", "uar", "wf1")
+_MLFLOW_KEY_UNSAFE = re.compile(r"[^0-9A-Za-z_\-./ ]")
+
+
+class PredictionTableError(ValueError):
+    """The prediction table breaks its contract (missing columns, mixed selections, bad labels, duplicates)."""
+
+
+def natural_key(text: object) -> tuple:
+    """Sort key that orders embedded numbers numerically (``sub2`` before ``sub10``, ``samm/006`` by 6)."""
+    parts = re.split(r"(\d+)", str(text))
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != "")
+
+
+def _sample_list(ids: pd.Series, limit: int = 5) -> str:
+    values = [str(v) for v in ids.tolist()]
+    shown = ", ".join(values[:limit])
+    return shown + (f" … ({len(values)} in all)" if len(values) > limit else "")
+
+
+def select_predictions(predictions: pd.DataFrame, selection: str | None = None) -> pd.DataFrame:
+    """Rows of one selection protocol; refuses to mix protocols when none is named.
+
+    Raises PredictionTableError when ``selection`` is None and the table holds more than one selection, when the
+    named selection is absent, or when the table holds a selection name outside ``SELECTIONS``.
+    """
+    if "selection" not in predictions.columns:
+        raise PredictionTableError(
+            "prediction table has no 'selection' column (expected 'honest' or 'oracle_epoch')"
+        )
+    present = sorted(str(s) for s in predictions["selection"].dropna().unique())
+    unknown = [s for s in present if s not in SELECTIONS]
+    if unknown or predictions["selection"].isna().any():
+        bad = predictions.loc[~predictions["selection"].isin(SELECTIONS), "sample_id"]
+        raise PredictionTableError(
+            f"prediction table has selection values {unknown or ['<missing>']} outside {list(SELECTIONS)} "
+            f"(samples: {_sample_list(bad)})"
+        )
+    if selection is None:
+        if len(present) > 1:
+            raise PredictionTableError(
+                f"prediction table mixes selections {present}; pass selection='honest' or 'oracle_epoch' — "
+                "the two protocols are reported separately, never pooled"
+            )
+        return predictions
+    if selection not in SELECTIONS:
+        raise PredictionTableError(f"unknown selection {selection!r}; expected one of {list(SELECTIONS)}")
+    if selection not in present:
+        raise PredictionTableError(
+            f"prediction table has no rows for selection {selection!r} (it has {present})"
+        )
+    return predictions.loc[predictions["selection"] == selection]
+
+
+def validate_predictions(table: pd.DataFrame, classes: Sequence[str]) -> None:
+    """Check the contract of one selection's rows; raise PredictionTableError naming the offending samples."""
+    if not classes or len(set(classes)) != len(classes):
+        raise PredictionTableError(f"classes must be a non-empty list of distinct names, got {list(classes)}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise PredictionTableError(f"prediction table lacks columns {missing} (has {list(table.columns)})")
+    if table.empty:
+        raise PredictionTableError("prediction table has no rows")
+    duplicated = table.loc[table["sample_id"].duplicated(keep=False), "sample_id"]
+    if not duplicated.empty:
+        raise PredictionTableError(
+            f"prediction table has several rows for the same sample in one selection: {_sample_list(duplicated)}"
+        )
+    n_classes = len(classes)
+    for column, label_column in (("y_true", "label_true"), ("y_pred", "label_pred")):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() | (values % 1 != 0) | (values < 0) | (values >= n_classes)
+        if bad.any():
+            raise PredictionTableError(
+                f"{column} must be an integer label id in [0, {n_classes}) for classes {list(classes)}; "
+                f"bad samples: {_sample_list(table.loc[bad, 'sample_id'])}"
+            )
+        expected = values.astype(int).map(lambda i: classes[i])
+        mismatch = expected.astype(str).to_numpy() != table[label_column].astype(str).to_numpy()
+        if mismatch.any():
+            raise PredictionTableError(
+                f"{label_column} disagrees with classes[{column}] for samples "
+                f"{_sample_list(table.loc[mismatch, 'sample_id'])}: the class order passed does not match the table"
+            )
+
+
+def core_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
+    """Pooled accuracy, UF1, UAR, WF1, per-class report and confusion matrix for one set of decisions."""
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    labels = list(range(len(classes)))
+    present = sorted(int(c) for c in np.unique(y_true))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    n_predicted = np.bincount(y_pred, minlength=len(classes))
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "n_predicted": int(n_predicted[i]),
+        }
+        for i, name in enumerate(classes)
+    }
+    return {
+        "n_samples": int(y_true.size),
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "uf1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "wf1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist(),
+        "classes_absent_from_truth": [classes[i] for i in labels if i not in present],
+        "classes_never_predicted": [classes[i] for i in labels if n_predicted[i] == 0],
+    }
+
+
+def per_dataset_metrics(table: pd.DataFrame, classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Core metrics per ``dataset`` value (composites such as MEGC2019); empty when only one dataset is present."""
+    dataset = table["dataset"].astype(str)
+    names = sorted(dataset.unique())
+    if len(names) < 2:
+        return {}
+    breakdown = {}
+    for name in names:
+        part = table.loc[dataset == name]
+        breakdown[name] = core_metrics(part["y_true"], part["y_pred"], classes)
+    return breakdown
+
+
+def per_fold_table(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """One record per fold: n, n_correct, accuracy, UF1 over the classes seen in that fold, subjects, epochs."""
+    rows = []
+    for fold, part in table.groupby("fold", sort=True):
+        y_true = part["y_true"].astype(int).to_numpy()
+        y_pred = part["y_pred"].astype(int).to_numpy()
+        seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+        rows.append(
+            {
+                "fold": int(fold),
+                "n": int(y_true.size),
+                "n_correct": int((y_true == y_pred).sum()),
+                "acc": float(accuracy_score(y_true, y_pred)),
+                "uf1": float(f1_score(y_true, y_pred, labels=seen, average="macro", zero_division=0)),
+                "n_classes_seen": len(seen),
+                "fold_subjects": sorted((str(s) for s in part["fold_subject"].unique()), key=natural_key),
+                "epochs": sorted(int(e) for e in part["epoch"].unique()),
+            }
+        )
+    return rows
+
+
+def fold_summary(per_fold: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof=1) over folds of accuracy and UF1; std is None for one fold."""
+    summary: dict[str, Any] = {"n_folds": len(per_fold)}
+    for key in ("acc", "uf1"):
+        values = np.array([row[key] for row in per_fold], dtype=float)
+        summary[f"{key}_mean"] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else None
+    return summary
+
+
+def per_subject_table(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Accuracy per test subject (``fold_subject``, dataset-namespaced), in natural subject order."""
+    rows = []
+    for fold_subject, part in table.groupby("fold_subject", sort=False):
+        correct = part["y_true"].astype(int).to_numpy() == part["y_pred"].astype(int).to_numpy()
+        rows.append(
+            {
+                "fold_subject": str(fold_subject),
+                "dataset": str(part["dataset"].iloc[0]),
+                "subject": str(part["subject"].iloc[0]),
+                "fold": int(part["fold"].iloc[0]),
+                "n": int(correct.size),
+                "n_correct": int(correct.sum()),
+                "acc": float(correct.mean()),
+            }
+        )
+    return sorted(rows, key=lambda row: natural_key(row["fold_subject"]))
+
+
+def compute_metrics(
+    predictions: pd.DataFrame, classes: Sequence[str], selection: str | None = None
+) -> dict[str, Any]:
+    """All metrics of one selection protocol from the pooled prediction table (see module docstring for policy).
+
+    Keys: selection, classes, n_samples, acc, uf1, uar, wf1, per_class, confusion_matrix (rows = true),
+    classes_absent_from_truth, classes_never_predicted, per_dataset (composites only, else {}), per_fold,
+    fold_summary, per_subject, epochs.
+    """
+    table = select_predictions(predictions, selection)
+    classes = [str(c) for c in classes]
+    validate_predictions(table, classes)
+    metrics: dict[str, Any] = {
+        "selection": str(table["selection"].iloc[0]),
+        "classes": classes,
+        "datasets": sorted(str(d) for d in table["dataset"].unique()),
+    }
+    metrics.update(core_metrics(table["y_true"], table["y_pred"], classes))
+    per_fold = per_fold_table(table)
+    metrics["per_dataset"] = per_dataset_metrics(table, classes)
+    metrics["per_fold"] = per_fold
+    metrics["fold_summary"] = fold_summary(per_fold)
+    metrics["per_subject"] = per_subject_table(table)
+    metrics["epochs"] = sorted(int(e) for e in table["epoch"].unique())
+    return metrics
+
+
+def _mlflow_key(*parts: str) -> str:
+    return ".".join(_MLFLOW_KEY_UNSAFE.sub("_", p) for p in parts if p)
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Scalar metrics as ``{key: float}`` for MLflow: ``acc``, ``uf1``, ``f1.<class>``, ``<dataset>.uf1``, ``folds.*``.
+
+    Undefined values (a fold std with one fold) are left out rather than logged as NaN.
+    """
+    flat: dict[str, float] = {}
+
+    def put(*parts: str, value: Any) -> None:
+        if value is not None:
+            flat[_mlflow_key(prefix, *parts)] = float(value)
+
+    def put_core(scope: str, core: dict[str, Any]) -> None:
+        for key in (*HEADLINE_METRICS, "n_samples"):
+            put(scope, key, value=core[key])
+        for name, row in core["per_class"].items():
+            for key in ("precision", "recall", "f1", "support"):
+                put(scope, key, name, value=row[key])
+
+    put_core("", metrics)
+    for dataset, core in metrics.get("per_dataset", {}).items():
+        put_core(dataset, core)
+    for key, value in metrics.get("fold_summary", {}).items():
+        put("folds", key, value=value)
+    return flat
+
+
+def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Flat table, one row per scalar metric: columns ``selection, metric, value`` (keys as in ``flat_metrics``)."""
+    flat = flat_metrics(metrics)
+    return pd.DataFrame(
+        {
+            "selection": [metrics.get("selection")] * len(flat),
+            "metric": list(flat.keys()),
+            "value": list(flat.values()),
+        }
+    )
