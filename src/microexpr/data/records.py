@@ -66,7 +66,10 @@ class Candidate:
     ``frames`` holds every image of the clip folder sorted by that number (not only onset..offset).
     ``fold_subject`` is dataset-namespaced (``casme2/sub01``, ``samm/006``, ``smic_hs/s01``).
     ``label_override`` is set when the label comes from an authority other than the emotion cell (the MEGC2019
-    ground-truth CSV). ``source`` names the file and row (or folder) the sample came from, for error messages.
+    ground-truth CSV). ``source`` names the file and row (or folder) the sample came from, for error messages;
+    ``annotation_file``/``annotation_row`` say the same as data (row as Excel shows it, 1-based; None for samples
+    derived from folders). ``clip_dir_problem`` says why ``clip_dir`` is None (the text from
+    :func:`resolve_clip_dir`), so the index builder can exclude the sample with that reason.
     """
 
     dataset: str
@@ -85,6 +88,9 @@ class Candidate:
     objective_class: str | None = None
     label_override: str | None = None
     notes: list[str] = field(default_factory=list)
+    annotation_file: str | None = None
+    annotation_row: int | None = None
+    clip_dir_problem: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

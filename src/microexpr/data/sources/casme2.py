@@ -1,0 +1,124 @@
+"""CASME II (and the bundled synthetic set, written in the same layout): coding sheet + ``subXX/<Filename>/`` folders.
+
+Layout under the raw root (docs/datasets.md): ``CASME2_RAW_selected/sub01/EP02_01f/img46.jpg`` (preferred),
+else ``CASME2-RAW/...`` (full clips; the index keeps onset..offset) or ``Cropped/sub01/EP02_01f/reg_img46.jpg``,
+or the ``subXX`` folders directly under the root; reader option ``frames_dir`` picks one explicitly.
+
+Quirks handled: four annotation versions (chosen by ``annotation_file`` or by ``ANNOTATION_PREFERENCE``); header row
+found by its column names, not by position (the two unnamed columns of ``-20140508`` are simply skipped);
+``Subject`` 1 -> folder ``sub01``; AU cells stored as int (``4``) or text (``1+L2``) both become text; apex
+written as blank, ``/`` or ``-`` -> None (the index builder applies the missing-apex policy); frame files sorted
+by number; folders with images but no annotation row are reported.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from microexpr.data.records import Candidate, Exclusion, Snapshot, resolve_clip_dir
+from microexpr.data.sources import _common as c
+
+# Newest release first: the 2019 re-release, the "updated" sheet MEB uses, the Ver_2 label sheet, the 2014 original.
+ANNOTATION_PREFERENCE: tuple[str, ...] = (
+    "CASME2-coding-20190701.xlsx",
+    "CASME2-coding-updated.xlsx",
+    "CASME2_label_Ver_2.xls",
+    "CASME2-coding-20140508.xlsx",
+)
+FRAMES_DIR_PREFERENCE: tuple[str, ...] = ("CASME2_RAW_selected", "CASME2-RAW", "Cropped")
+CLIP_PATTERN = re.compile(r"sub\d+/[^/]+", re.IGNORECASE)
+DEFAULT_FPS = 200.0
+READER_OPTIONS = frozenset({"dataset", "annotation_file", "frames_dir", "fps"})
+HEADER_LABELS = {"onset": "OnsetFrame", "apex": "ApexFrame", "offset": "OffsetFrame"}
+
+
+def canonical_subject(text: str | None) -> str | None:
+    """``1``, ``"01"``, ``"sub1"``, ``"sub01"`` -> ``"sub01"``; anything else -> None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(?:sub)?0*(\d+)", text.strip(), re.IGNORECASE)
+    return f"sub{int(match.group(1)):02d}" if match else None
+
+
+def objective_classes(snapshot: Snapshot) -> dict[tuple[str, str], str]:
+    """``(subject, filename) -> objective class`` from ``CASME2-ObjectiveClasses.xlsx`` when it is present."""
+    fields = {k: c.COMMON_FIELDS[k] for k in ("subject", "filename", "objective_class", "onset")}
+    out: dict[tuple[str, str], str] = {}
+    for table in snapshot.tables.values():
+        header = c.find_header(table, fields, ("subject", "filename", "objective_class"))
+        if header is None or "onset" in header.columns:
+            continue
+        for _, cells in c.iter_rows(table, header):
+            subject = canonical_subject(c.cell_text(cells["subject"]))
+            clip = c.cell_text(cells["filename"])
+            value = c.cell_text(cells["objective_class"])
+            if subject and clip and value:
+                out[(subject, clip)] = value
+    return out
+
+
+def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate], list[Exclusion]]:
+    """Candidates from the chosen coding sheet, plus exclusions for unusable rows and unannotated folders."""
+    dataset = options.get("dataset") or snapshot.dataset
+    c.check_options(options, READER_OPTIONS, dataset)
+    fps = float(options.get("fps") or DEFAULT_FPS)
+    name, header = c.select_annotation(snapshot, ANNOTATION_PREFERENCE, options.get("annotation_file"))
+    table = snapshot.tables[name]
+    frames_dir = c.choose_frames_dir(
+        snapshot, CLIP_PATTERN, 2, FRAMES_DIR_PREFERENCE, options.get("frames_dir")
+    )
+    objective = objective_classes(snapshot)
+
+    candidates: list[Candidate] = []
+    exclusions: list[Exclusion] = []
+    referenced: set[str] = set()
+    for i, cells in c.iter_rows(table, header):
+        row = c.excel_row(i)
+        source = f"{name} row {row}"
+        subject_text = c.cell_text(cells["subject"])
+        clip = c.cell_text(cells["filename"])
+        subject = canonical_subject(subject_text)
+        if subject is None or clip is None:
+            exclusions.append(
+                c.invalid_row(dataset, source, subject or subject_text, clip, "no usable Subject/Filename")
+            )
+            continue
+        notes: list[str] = []
+        frames = c.frame_cells(cells, HEADER_LABELS, notes)
+        clip_dir, problem = None, c.unsafe_component(clip)
+        if problem is None:
+            clip_dir, problem = resolve_clip_dir(snapshot, *c.join_dir(frames_dir, subject, clip))
+        if clip_dir is not None:
+            referenced.add(clip_dir)
+        candidates.append(
+            Candidate(
+                dataset=dataset,
+                subject=subject,
+                clip=clip,
+                fold_subject=f"{dataset}/{subject}",
+                clip_dir=clip_dir,
+                frames=c.frames_of(snapshot, clip_dir, notes),
+                onset=frames["onset"],
+                apex=frames["apex"],
+                offset=frames["offset"],
+                fps=fps,
+                au_raw=c.cell_text(cells.get("au")),
+                emotion_raw=c.cell_text(cells.get("emotion")),
+                source=source,
+                objective_class=c.cell_text(cells.get("objective_class")) or objective.get((subject, clip)),
+                notes=notes,
+                annotation_file=name,
+                annotation_row=row,
+                clip_dir_problem=problem,
+            )
+        )
+
+    def key_of(path: str) -> tuple[str, str]:
+        subject_dir, clip_name = path.split("/")[-2:]
+        return canonical_subject(subject_dir) or subject_dir, clip_name
+
+    on_disk = c.clip_dirs_under(snapshot, frames_dir, CLIP_PATTERN, 2)
+    exclusions += c.unreferenced_folders(dataset, on_disk, referenced, name, key_of)
+    c.log_unread_folders(snapshot, set(on_disk) | referenced)
+    return candidates, exclusions
