@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 IntegrityMode = Literal["header", "decode", "none"]
 
 
-def default_root(source: str) -> str:
-    """Where a source's raw folder lives when ``raw_roots`` does not name it."""
-    return f"data/01_raw/{source}"
+def default_root(source: str, raw_dir: str = "data/01_raw") -> str:
+    """Where a source's raw folder lives when ``raw_roots`` does not name it: ``<raw_dir>/<source>``."""
+    return f"{raw_dir.rstrip('/')}/{source}"
 
 
 def check_image_bytes(path: Path, size: int) -> str | None:
@@ -142,8 +142,9 @@ class RawDatasetSource(AbstractDataset[None, Snapshot]):
 
     Args:
         source: a ``dataset`` value (``synthetic``, ``casme2``, ``samm``, ``smic_hs``, ..., ``megc2019``).
-        roots: raw root per source; a source missing from it uses ``data/01_raw/<source>``. Relative roots are
+        roots: raw root per source; a source missing from it uses ``<raw_dir>/<source>``. Relative roots are
             resolved against the working directory (the project root under ``kedro run``).
+        raw_dir: the raw data layer folder (default ``data/01_raw``).
         integrity: ``header`` (default: start/end markers), ``decode`` (full OpenCV decode) or ``none``.
     """
 
@@ -153,17 +154,19 @@ class RawDatasetSource(AbstractDataset[None, Snapshot]):
         source: str,
         roots: dict[str, str] | None = None,
         integrity: IntegrityMode = "header",
+        raw_dir: str = "data/01_raw",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._spec = get_source(source)
-        self._roots = dict(roots or {})
+        self._roots = {k: str(v) for k, v in (roots or {}).items() if v}
+        self._raw_dir = raw_dir
         if integrity not in ("header", "decode", "none"):
             raise ValueError(f"integrity must be header, decode or none, not {integrity!r}")
         self._integrity: IntegrityMode = integrity
         self.metadata = metadata
 
     def root_of(self, source: str) -> Path:
-        return Path(self._roots.get(source) or default_root(source))
+        return Path(self._roots.get(source) or default_root(source, self._raw_dir))
 
     def load(self) -> Snapshot:
         snapshot = read_snapshot(self._spec, self.root_of(self._spec.name), self._integrity)

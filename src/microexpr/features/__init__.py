@@ -1,0 +1,1 @@
+"""Per-clip feature recipes run by the feature store (see recipes.py)."""

@@ -1,0 +1,5 @@
+"""``kedro run --pipelines=ingest``: raw dataset folder -> sample index."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
