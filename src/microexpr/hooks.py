@@ -1,18 +1,180 @@
-"""Project hooks (tracking only; nodes never call MLflow)."""
+"""Project hooks: MLflow tracking of folds, metrics and report artifacts (nodes never call MLflow).
 
+kedro-mlflow opens one parent run per ``kedro run`` and logs the flattened parameters. This hook adds what is
+specific to our training stage, reacting to what the nodes save:
+
+* the run is renamed ``<model> · <dataset> · <label set> · <primary selection>`` and tagged, so an
+  ``oracle_epoch`` run can never pass for an honest one in the MLflow UI;
+* every fold result a training shard streams becomes a nested run ``<model>.<fold>`` with the per-epoch training
+  loss/accuracy (step = epoch) and the fold's accuracy and UF1 under each selection;
+* the metrics of every selection are logged on the parent, prefixed by the selection (``honest.uf1``,
+  ``oracle_epoch.uf1``: never mixed under one name);
+* the prediction table, per-class reports, figures, scorecard and report are logged as artifacts under
+  ``<model>/``.
+"""
+
+from __future__ import annotations
+
+import json
 import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from kedro.framework.hooks import hook_impl
 
 from microexpr.logging_filters import CollapseRepeats
 
+logger = logging.getLogger(__name__)
+
+TRAINING_MODELS = ("mmnet", "cva_fpf", "samer", "mol", "attr_contrast")
+
+
+def _active_run():
+    import mlflow
+
+    return mlflow.active_run()
+
+
+def _model_of(dataset_name: str) -> str | None:
+    head = dataset_name.split(".", 1)[0]
+    return head if head in TRAINING_MODELS else None
+
+
+def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """Accuracy and UF1 of one fold under each selection (scikit-learn; classes absent from the fold ignored)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    out: dict[str, float] = {}
+    for selection, table in predictions.groupby("selection"):
+        if table.empty:
+            continue
+        out[f"{selection}.acc"] = float(accuracy_score(table["y_true"], table["y_pred"]))
+        out[f"{selection}.uf1"] = float(f1_score(table["y_true"], table["y_pred"], average="macro", zero_division=0))
+    return out
+
+
+def per_class_report(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Per-class precision/recall/F1/support of every selection, one row per (selection, class)."""
+    rows = []
+    for selection, m in metrics.get("selections", {}).items():
+        for cls, values in m.get("per_class", {}).items():
+            rows.append({"selection": selection, "class": cls, **values})
+    return pd.DataFrame(rows)
+
 
 class FoldTrackingHook:
-    """Placeholder until the training stage lands."""
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self._params: dict[str, Any] = {}
 
     @hook_impl
-    def after_context_created(self, context) -> None:  # noqa: ARG002
+    def after_context_created(self, context) -> None:
         # Kedro's logging config forbids '()' factories, so the repeat filter is attached here.
         for handler in logging.getLogger().handlers:
             if not any(isinstance(f, CollapseRepeats) for f in handler.filters):
                 handler.addFilter(CollapseRepeats())
+        try:
+            self._params = dict(context.params)
+        except Exception:  # noqa: BLE001 - params are only used for naming; a broken config fails elsewhere
+            self._params = {}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:  # noqa: ARG002
+        run = _active_run()
+        if run is None:
+            return
+        import mlflow
+
+        models = sorted({_model_of(n) for n in pipeline.all_outputs() if _model_of(n)})
+        if not models:
+            return
+        from microexpr.dag.shards import n_shards
+
+        dataset = str(self._params.get("dataset", "?"))
+        label_set = str(self._params.get("label_set", "?"))
+        selections = {m: str((self._params.get(m) or {}).get("selection", "honest")) for m in models}
+        name = " + ".join(f"{m} · {dataset} · {label_set} · {selections[m]}" for m in models)
+        namespaces = run_params.get("namespaces") or run_params.get("namespace")
+        if namespaces:
+            name += f" · {','.join(namespaces) if isinstance(namespaces, list | tuple) else namespaces}"
+        mlflow.set_tag("mlflow.runName", name)
+        mlflow.set_tags({"microexpr.models": ",".join(models), "microexpr.dataset": dataset,
+                         "microexpr.label_set": label_set, "microexpr.n_shards": str(n_shards()),
+                         **{f"microexpr.{m}.selection": s for m, s in selections.items()}})
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:  # noqa: ARG002
+        if _active_run() is None or _model_of(dataset_name) is None:
+            return
+        from microexpr.training.results import FoldResult
+
+        model = _model_of(dataset_name)
+        if isinstance(data, FoldResult):
+            self._log_fold(data)
+        elif dataset_name.endswith(".metrics") and isinstance(data, dict) and "selections" in data:
+            self._log_metrics(model, data)
+        elif dataset_name.endswith(".predictions") and isinstance(data, pd.DataFrame):
+            self._log_frame(model, data, "predictions.csv")
+        elif dataset_name.endswith(".scorecard") and isinstance(data, pd.DataFrame):
+            self._log_frame(model, data, "scorecard.csv")
+        elif dataset_name.endswith(".report") and isinstance(data, str):
+            self._log_text(model, data, "report.md")
+        elif dataset_name.endswith("_figure") and hasattr(data, "savefig"):
+            figure = dataset_name.split(".", 1)[1][: -len("_figure")]
+            self._log_figure(model, data, f"{figure}.png")
+
+    # ------------------------------------------------------------------------------------------------ logging
+    def _log_fold(self, result) -> None:
+        import mlflow
+
+        suffix = " [reused]" if result.reused else ""
+        with mlflow.start_run(run_name=f"{result.model}.{result.fold}{suffix}", nested=True):
+            mlflow.set_tags({"microexpr.model": result.model, "microexpr.fold": result.fold,
+                             "microexpr.reused": str(bool(result.reused))})
+            mlflow.log_params({
+                "fold": result.fold, "shard": result.shard, "test_subjects": ",".join(result.test_subjects),
+                "n_train": result.n_train, "n_test": result.n_test, "seed": result.seed, "key": result.key,
+                "device": result.device, "precision": result.precision,
+            })
+            for row in result.history.itertuples(index=False):
+                step = int(row.epoch)
+                values = {"train_loss": row.train_loss, "train_acc": row.train_acc, "lr": row.lr,
+                          "epoch_seconds": row.seconds}
+                mlflow.log_metrics({k: float(v) for k, v in values.items() if not math.isnan(float(v))}, step=step)
+            mlflow.log_metrics({**fold_metrics(result.predictions), "wall_seconds": float(result.wall_seconds)})
+
+    def _log_metrics(self, model: str, metrics: dict[str, Any]) -> None:
+        import mlflow
+
+        from microexpr.evaluation.metrics import flat_metrics
+
+        flat: dict[str, float] = {}
+        for selection, m in metrics["selections"].items():
+            flat.update(flat_metrics(m, prefix=f"{model}.{selection}"))
+        mlflow.log_metrics({k: v for k, v in flat.items() if v is not None and not math.isnan(v)})
+        mlflow.log_metric(f"{model}.n_samples_excluded", len(metrics.get("excluded_samples", [])))
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+            per_class_report(metrics).to_csv(Path(tmp) / "per_class_report.csv", index=False)
+            mlflow.log_artifacts(tmp, artifact_path=model)
+
+    def _log_frame(self, model: str, frame: pd.DataFrame, name: str) -> None:
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            frame.to_csv(Path(tmp) / name, index=False)
+            mlflow.log_artifact(str(Path(tmp) / name), artifact_path=model)
+
+    def _log_text(self, model: str, text: str, name: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, f"{model}/{name}")
+
+    def _log_figure(self, model: str, figure, name: str) -> None:
+        import mlflow
+
+        mlflow.log_figure(figure, f"{model}/{name}")

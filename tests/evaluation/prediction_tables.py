@@ -35,7 +35,7 @@ def make_table(
             "dataset": dataset,
             "subject": subject,
             "fold_subject": f"{dataset}/{subject}",
-            "fold": fold,
+            "fold": f"fold_{fold:03d}",  # fold ids are strings, as the split stage writes them
             "y_true": y_true,
             "y_pred": y_pred,
             "label_true": classes[y_true],

@@ -103,10 +103,11 @@ def test_per_fold_table_and_mean_std(metrics: dict) -> None:
     # fold 2: true [2,2,0] pred [2,0,0]: acc 2/3; seen {0,2}: 2/3 and 2/3 -> UF1 2/3
     # fold 3: true [2]     pred [1]:     acc 0;   seen {1,2}: 0 and 0     -> UF1 0
     per_fold = {row["fold"]: row for row in metrics["per_fold"]}
-    assert [per_fold[f]["n"] for f in range(4)] == [3, 3, 3, 1]
-    assert [per_fold[f]["acc"] for f in range(4)] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0])
-    assert [per_fold[f]["uf1"] for f in range(4)] == pytest.approx([0.4, 2 / 3, 2 / 3, 0])
-    assert per_fold[2]["fold_subjects"] == ["samm/006"]
+    folds = [f"fold_{f:03d}" for f in range(4)]
+    assert [per_fold[f]["n"] for f in folds] == [3, 3, 3, 1]
+    assert [per_fold[f]["acc"] for f in folds] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0])
+    assert [per_fold[f]["uf1"] for f in folds] == pytest.approx([0.4, 2 / 3, 2 / 3, 0])
+    assert per_fold["fold_002"]["fold_subjects"] == ["samm/006"]
     # acc: mean 0.5; deviations +1/6 ×3, -1/2 -> sum of squares 3/36 + 1/4 = 1/3; /(4-1) = 1/9; std = 1/3
     # uf1: mean (0.4 + 4/3 + 0)/4 = 1.7333/4
     summary = metrics["fold_summary"]

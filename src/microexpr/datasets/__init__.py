@@ -1,8 +1,17 @@
 """Kedro I/O classes (the only code that reads or writes project data)."""
 
+from microexpr.datasets.arrays import NpzDataset
 from microexpr.datasets.face_photos import FacePhotoFolder
 from microexpr.datasets.feature_store import FeatureStore
+from microexpr.datasets.fold_results import FoldResultStore
 from microexpr.datasets.raw_source import RawDatasetSource
 from microexpr.datasets.synthetic_writer import SyntheticCasme2Dataset
 
-__all__ = ["FacePhotoFolder", "FeatureStore", "RawDatasetSource", "SyntheticCasme2Dataset"]
+__all__ = [
+    "FacePhotoFolder",
+    "FeatureStore",
+    "FoldResultStore",
+    "NpzDataset",
+    "RawDatasetSource",
+    "SyntheticCasme2Dataset",
+]

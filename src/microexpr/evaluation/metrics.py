@@ -188,13 +188,13 @@ def per_dataset_metrics(table: pd.DataFrame, classes: Sequence[str]) -> dict[str
 def per_fold_table(table: pd.DataFrame) -> list[dict[str, Any]]:
     """One record per fold: n, n_correct, accuracy, UF1 over the classes seen in that fold, subjects, epochs."""
     rows = []
-    for fold, part in table.groupby("fold", sort=True):
+    for fold, part in sorted(table.groupby("fold", sort=False), key=lambda item: natural_key(item[0])):
         y_true = part["y_true"].astype(int).to_numpy()
         y_pred = part["y_pred"].astype(int).to_numpy()
         seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
         rows.append(
             {
-                "fold": int(fold),
+                "fold": str(fold),
                 "n": int(y_true.size),
                 "n_correct": int((y_true == y_pred).sum()),
                 "acc": float(accuracy_score(y_true, y_pred)),
@@ -227,7 +227,7 @@ def per_subject_table(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "fold_subject": str(fold_subject),
                 "dataset": str(part["dataset"].iloc[0]),
                 "subject": str(part["subject"].iloc[0]),
-                "fold": int(part["fold"].iloc[0]),
+                "fold": str(part["fold"].iloc[0]),
                 "n": int(correct.size),
                 "n_correct": int(correct.sum()),
                 "acc": float(correct.mean()),
