@@ -21,14 +21,23 @@ from microexpr.training.augment import (
     warp,
 )
 
-GEOMETRY_OFF = {"hflip": 0.0, "rotation": 0.0, "padding": 0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
+GEOMETRY_OFF = {
+    "hflip": 0.0,
+    "rotation": 0.0,
+    "padding": 0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+}
 
 
 def _images(batch: int = 3, height: int = 24, width: int = 28, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def _torchvision_reference(image: torch.Tensor, flip: bool, angle: float, shift: tuple[int, int], pad: int) -> torch.Tensor:
+def _torchvision_reference(
+    image: torch.Tensor, flip: bool, angle: float, shift: tuple[int, int], pad: int
+) -> torch.Tensor:
     """The reference's sequential steps: hflip, rotate (bilinear here), zero pad, crop at pad + shift."""
     out = TF.hflip(image) if flip else image
     out = TF.rotate(out, angle, interpolation=InterpolationMode.BILINEAR)
@@ -62,9 +71,13 @@ def test_identical_onset_and_apex_stay_identical_with_every_part_on() -> None:
 
 def test_every_frame_gets_the_same_geometric_transform() -> None:
     """Geometry is linear, so the motion (apex − onset) transformed alongside equals the transformed difference."""
-    cfg = AugmentConfig(hflip=0.5, rotation=5.0, padding=3, **{k: 0.0 for k in ("brightness", "contrast", "saturation")})
+    cfg = AugmentConfig(
+        hflip=0.5, rotation=5.0, padding=3, **{k: 0.0 for k in ("brightness", "contrast", "saturation")}
+    )
     onset, apex = _images(6, seed=1), _images(6, seed=2)
-    out_onset, out_apex, out_motion = augment_frames([onset, apex, apex - onset], cfg, torch.Generator().manual_seed(5))
+    out_onset, out_apex, out_motion = augment_frames(
+        [onset, apex, apex - onset], cfg, torch.Generator().manual_seed(5)
+    )
     torch.testing.assert_close(out_apex - out_onset, out_motion, atol=1e-5, rtol=0)
 
 
@@ -86,7 +99,9 @@ def test_translation_is_pad_then_crop_with_zero_fill() -> None:
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("flip", "angle", "shift"), [(False, 10.0, (0, 0)), (True, -7.0, (2, 5)), (True, 3.0, (-6, 6))])
+@pytest.mark.parametrize(
+    ("flip", "angle", "shift"), [(False, 10.0, (0, 0)), (True, -7.0, (2, 5)), (True, 3.0, (-6, 6))]
+)
 def test_composed_map_matches_torchvision_sequence(flip: bool, angle: float, shift: tuple[int, int]) -> None:
     image = _images(1, 40, 48)
     shift_t = torch.tensor([shift], dtype=torch.float32)

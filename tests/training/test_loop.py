@@ -62,7 +62,9 @@ def test_threads_do_not_change_results_even_with_dropout() -> None:
     inputs = toy_inputs(24, seed=3)
 
     def run(seed: int) -> FoldOutcome:
-        return train_fold(MODEL, {"dropout": 0.5}, inputs, np.arange(16), np.arange(16, 24), tiny_config(epochs=2), seed)
+        return train_fold(
+            MODEL, {"dropout": 0.5}, inputs, np.arange(16), np.arange(16, 24), tiny_config(epochs=2), seed
+        )
 
     alone = {seed: run(seed) for seed in (1, 2)}
     threaded: dict[int, FoldOutcome] = {}
@@ -78,18 +80,27 @@ def test_threads_do_not_change_results_even_with_dropout() -> None:
 
 def test_empty_test_set_returns_empty_arrays() -> None:
     inputs = toy_inputs(12)
-    outcome = train_fold(MODEL, {}, inputs, np.arange(12), np.array([], dtype=int), tiny_config(epochs=2), seed=0)
+    outcome = train_fold(
+        MODEL, {}, inputs, np.arange(12), np.array([], dtype=int), tiny_config(epochs=2), seed=0
+    )
     assert outcome.epoch_probs.shape == (2, 0, 2)
     assert outcome.test_sample_ids.size == 0
     assert outcome.history["test_acc"].isna().all()
-    assert outcome.attention["maps"].shape[0] == 0 and outcome.attention["faces"].shape == (0, ATTENTION_SIZE, ATTENTION_SIZE, 3)
+    assert outcome.attention["maps"].shape[0] == 0 and outcome.attention["faces"].shape == (
+        0,
+        ATTENTION_SIZE,
+        ATTENTION_SIZE,
+        3,
+    )
 
 
 def test_class_missing_from_training_and_last_epoch_only_evaluation() -> None:
     inputs = toy_inputs(18, n_classes=3)
     train = np.flatnonzero(inputs["y"] != 2)  # class "centre" only on the test side
     test = np.flatnonzero(inputs["y"] == 2)
-    outcome = train_fold(MODEL, {}, inputs, train, test, tiny_config(epochs=3, evaluate_each_epoch=False), seed=0)
+    outcome = train_fold(
+        MODEL, {}, inputs, train, test, tiny_config(epochs=3, evaluate_each_epoch=False), seed=0
+    )
     assert outcome.epoch_probs.shape == (1, test.size, 3)
     assert outcome.evaluated_epochs.tolist() == [3]
     assert outcome.history["test_acc"].isna().tolist() == [True, True, False]
@@ -101,9 +112,15 @@ def test_attention_maps_and_face_thumbnails_of_the_first_test_samples() -> None:
     outcome = _fold(inputs, n_test=6, epochs=1, attention_samples=3)
     attention = outcome.attention
     assert attention["sample_ids"].tolist() == inputs["sample_id"][14:17].tolist()
-    assert attention["maps"].shape == (3, ATTENTION_SIZE, ATTENTION_SIZE) and attention["maps"].dtype == np.float16
+    assert (
+        attention["maps"].shape == (3, ATTENTION_SIZE, ATTENTION_SIZE)
+        and attention["maps"].dtype == np.float16
+    )
     assert 0.0 <= float(attention["maps"].min()) and float(attention["maps"].max()) <= 1.0  # sigmoid gate
-    assert attention["faces"].shape == (3, ATTENTION_SIZE, ATTENTION_SIZE, 3) and attention["faces"].dtype == np.uint8
+    assert (
+        attention["faces"].shape == (3, ATTENTION_SIZE, ATTENTION_SIZE, 3)
+        and attention["faces"].dtype == np.uint8
+    )
     onset = inputs["onset_frames"][14, 0].astype(float)  # offset 0 is slot 0 in the toy data
     corner = attention["faces"][0, :8, :8].astype(float).mean()  # a 2x2 block of the 32² onset, upscaled
     assert abs(corner - onset[:2, :2].mean()) < 12
@@ -133,7 +150,9 @@ def test_bad_settings_and_inputs_are_named() -> None:
         TrainConfig.from_params({"epoch": 3})
     with pytest.raises(ValueError, match="'momentum'"):
         TrainConfig.from_params({"optimizer": {"name": "AdamW", "momentum": 0.9}})
-    assert TrainConfig.from_params({"optimizer": {"name": "sgd", "momentum": 0.9}}).optimizer.options == {"momentum": 0.9}
+    assert TrainConfig.from_params({"optimizer": {"name": "sgd", "momentum": 0.9}}).optimizer.options == {
+        "momentum": 0.9
+    }
     with pytest.raises(ValueError, match="'decay'"):
         TrainConfig.from_params({"scheduler": {"decay": 50}})
     with pytest.raises(ValueError, match="'flip'"):
@@ -149,7 +168,9 @@ def test_bad_settings_and_inputs_are_named() -> None:
 
 
 def test_runtime_auto_picks_cpu_settings_here() -> None:
-    runtime = resolve_runtime(TrainConfig.from_params({"device": "cpu", "precision": "fp32", "channels_last": False}))
+    runtime = resolve_runtime(
+        TrainConfig.from_params({"device": "cpu", "precision": "fp32", "channels_last": False})
+    )
     assert (runtime.device.type, runtime.precision, runtime.channels_last) == ("cpu", "fp32", False)
     auto = resolve_runtime(TrainConfig.from_params({"device": "cpu"}))
     assert auto.precision in ("bf16", "fp32") and auto.channels_last

@@ -32,7 +32,12 @@ def test_frames_mode_windows_follow_the_settings_and_shrink_for_short_rises() ->
 def test_rise_fraction_mode_reproduces_the_reference_floor() -> None:
     rise = np.array([80, 40, 10, 27])
     fall = np.array([40, 40, 40, 7])
-    cfg = {"mode": "rise_fraction", "onset_fraction": 0.15 / 4, "apex_fraction": 0.15 / 4, "apex_after_fraction": 0.15 / 4}
+    cfg = {
+        "mode": "rise_fraction",
+        "onset_fraction": 0.15 / 4,
+        "apex_fraction": 0.15 / 4,
+        "apex_after_fraction": 0.15 / 4,
+    }
     windows = allowed_windows(cfg, rise, fall)
     expected_onset = [int(0.15 * r / 4) for r in rise]  # the reference's int(0.15 * (apex - onset) / 4)
     expected_after = [int(0.15 * f / 4) for f in fall]
@@ -70,7 +75,9 @@ def test_choice_stays_in_the_window_skips_padding_and_is_uniform() -> None:
     rng = np.random.default_rng(7)
     draws = 4000
     chosen = np.stack([choose_frame_offsets(offsets, allowed, rng) for _ in range(draws)])  # (draws, 4)
-    picked = np.take_along_axis(np.broadcast_to(offsets, (draws, *offsets.shape)), chosen[..., None], 2)[..., 0]
+    picked = np.take_along_axis(np.broadcast_to(offsets, (draws, *offsets.shape)), chosen[..., None], 2)[
+        ..., 0
+    ]
     assert (picked != PAD_OFFSET).all()
     assert ((picked >= allowed[:, 0]) & (picked <= allowed[:, 1])).all()
     for row, candidates in enumerate([[0, 1, 2, 3], [0, 1], [-2, -1, 0], [0]]):

@@ -12,7 +12,9 @@ from microexpr.training.selection import oracle_epoch, prediction_tables
 
 CLASSES = ["happiness", "surprise", "others"]
 META = {
-    "sample_id": np.array(["casme2/sub01/EP01", "casme2/sub01/EP02", "casme2/sub01/EP03", "casme2/sub02/EP01"]),
+    "sample_id": np.array(
+        ["casme2/sub01/EP01", "casme2/sub01/EP02", "casme2/sub01/EP03", "casme2/sub02/EP01"]
+    ),
     "dataset": np.array(["casme2"] * 4),
     "subject": np.array(["sub01", "sub01", "sub01", "sub02"]),
     "fold_subject": np.array(["casme2/sub01"] * 3 + ["casme2/sub02"]),
@@ -26,12 +28,15 @@ def _one_hot(predicted: list[int], confidence: float = 0.8) -> np.ndarray:
     return probs
 
 
-def _outcome(predicted_per_epoch: list[list[int]], evaluated: list[int] | None = None, epochs: int | None = None) -> FoldOutcome:
+def _outcome(
+    predicted_per_epoch: list[list[int]], evaluated: list[int] | None = None, epochs: int | None = None
+) -> FoldOutcome:
     """Fold testing sub01's three samples; ``predicted_per_epoch`` are the arg-max classes after each epoch."""
     epochs = epochs or len(predicted_per_epoch)
     evaluated = evaluated or list(range(1, epochs + 1))
     history = pd.DataFrame(
-        [(e, 1.0 / e, 0.5, 1e-3, 1.0, 10.0, np.nan) for e in range(1, epochs + 1)], columns=list(HISTORY_COLUMNS)
+        [(e, 1.0 / e, 0.5, 1e-3, 1.0, 10.0, np.nan) for e in range(1, epochs + 1)],
+        columns=list(HISTORY_COLUMNS),
     )
     return FoldOutcome(
         history=history,

@@ -95,7 +95,14 @@ def tiny_config(**overrides: object) -> dict[str, object]:
         "batch_size": 8,
         "optimizer": {"name": "AdamW", "lr": 0.02, "weight_decay": 0.0},
         "scheduler": {"name": "exponential", "gamma": 0.9},
-        "augment": {"padding": 2, "rotation": 3.0, "hflip": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0},
+        "augment": {
+            "padding": 2,
+            "rotation": 3.0,
+            "hflip": 0.0,
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "saturation": 0.0,
+        },
         "attention_samples": 2,
     }
     config.update(overrides)

@@ -39,7 +39,9 @@ def class_names(sample_index: pd.DataFrame, label_maps: dict[str, Any]) -> list[
     classes = list(next(iter(lists)))
     for label, label_id in sample_index[["label", "label_id"]].drop_duplicates().itertuples(index=False):
         if int(label_id) >= len(classes) or classes[int(label_id)] != str(label):
-            raise ValueError(f"index label {label!r} has id {label_id}, but label set {label_set!r} lists {classes}")
+            raise ValueError(
+                f"index label {label!r} has id {label_id}, but label set {label_set!r} lists {classes}"
+            )
     return classes
 
 
@@ -115,8 +117,11 @@ def build_key_frame_inputs(
         ),
     }
     if excluded:
-        logger.warning("%d sample(s) have no key frames and are left out of training, e.g. %s", len(excluded),
-                       excluded[0])
+        logger.warning(
+            "%d sample(s) have no key frames and are left out of training, e.g. %s",
+            len(excluded),
+            excluded[0],
+        )
     return arrays, meta
 
 

@@ -19,12 +19,20 @@ def fold_seed(base_seed: int, fold: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def fold_key(model: str, input_fingerprint: str, fold_row: Any, model_params: dict, train_params: dict) -> str:
+def fold_key(
+    model: str, input_fingerprint: str, fold_row: Any, model_params: dict, train_params: dict
+) -> str:
     """Identity of one fold's training: same key = same inputs, same fold definition, same settings."""
     return content_key(
-        "fold", TRAINING_VERSION, model, input_fingerprint, str(fold_row["fold"]),
-        sorted(map(str, fold_row["test_subjects"])), sorted(map(str, fold_row["train_subjects"])),
-        model_params, train_params,
+        "fold",
+        TRAINING_VERSION,
+        model,
+        input_fingerprint,
+        str(fold_row["fold"]),
+        sorted(map(str, fold_row["test_subjects"])),
+        sorted(map(str, fold_row["train_subjects"])),
+        model_params,
+        train_params,
     )
 
 
