@@ -1,0 +1,167 @@
+"""End-to-end ``kedro run`` tests on a tiny synthetic set through ``conf/test`` (real CLI, real MLflow sqlite store).
+
+Each test runs the project's own CLI in a subprocess with its data under a pytest tmp folder
+(``MICROEXPR_DATA_ROOT``) and its own MLflow store, so nothing touches the working tree's data/ or mlflow.db.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("MICROEXPR_FACES", PROJECT.parent / "shared" / "faces" / "london"))
+
+pytestmark = pytest.mark.slow
+
+
+def _env(data_root: Path, **extra: str) -> dict[str, str]:
+    if not FACES.is_dir():
+        raise AssertionError(
+            f"face photographs not found at {FACES}: set MICROEXPR_FACES to the London set (docs/datasets.md)"
+        )
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "MICROEXPR_DATA_ROOT": str(data_root),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{data_root}/mlflow.db", "MICROEXPR_FACES": str(FACES),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env.update(extra)
+    return env
+
+
+def kedro(args: list[str], data_root: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run ``kedro <args> --env test`` in the project root; fail with the tail of its log."""
+    cmd = [sys.executable, "-m", "kedro", *args, "--env", "test"]
+    proc = subprocess.run(cmd, cwd=PROJECT, env=_env(data_root, **env), capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def latest(data_root: Path, pattern: str) -> Path:
+    """Newest version of a versioned catalog file (``<file>/<timestamp>/<file>``)."""
+    matches = sorted(glob.glob(str(data_root / pattern / "*" / Path(pattern).name)))
+    assert matches, f"no saved version of {pattern} under {data_root}"
+    return Path(matches[-1])
+
+
+def test_ingest_writes_versioned_index_and_exclusions(tmp_path: Path) -> None:
+    kedro(["run", "--pipelines=ingest"], tmp_path)
+    index = pd.read_parquet(latest(tmp_path, "03_primary/sample_index.parquet"))
+    exclusions = pd.read_csv(latest(tmp_path, "03_primary/sample_exclusions.csv"))
+    manifest = pd.read_excel(tmp_path / "01_raw/synthetic/CASME2-coding-20140508.xlsx")
+    # conf/test: 4 subjects x 2 clips, one clip written with an empty apex cell (a real CASME II quirk)
+    assert len(manifest) == 8
+    assert len(index) + len(exclusions) == len(manifest)
+    assert exclusions["reason_code"].tolist() == ["missing_apex"]
+    assert index["fold_subject"].nunique() == 4
+    assert index["fold_subject"].str.startswith("synthetic/sub").all()
+    assert (index["frame_numbers"].map(len) == index["n_frames"]).all()
+    assert {"content_hash", "label", "label_id", "aus"} <= set(index.columns)
+
+
+def _mlflow_runs(data_root: Path) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{data_root}/mlflow.db")
+    return mlflow.search_runs(experiment_names=["microexpr"])
+
+
+def test_mmnet_end_to_end_tracks_parent_and_fold_runs(tmp_path: Path) -> None:
+    kedro(["run", "--pipelines=mmnet"], tmp_path)
+    predictions = pd.read_parquet(latest(tmp_path, "07_model_output/mmnet/predictions.parquet"))
+    folds = pd.read_parquet(latest(tmp_path, "05_model_input/folds.parquet"))
+    assert set(predictions["selection"]) == {"honest", "oracle_epoch"}
+    honest = predictions[predictions["selection"] == "honest"]
+    assert len(honest) == folds["n_test"].sum() == 7  # every kept sample tested exactly once
+    assert honest["epoch"].eq(2).all()  # honest = the last epoch of the fixed schedule (conf/test: 2)
+    assert latest(tmp_path, "08_reporting/mmnet/report.md").read_text().count("oracle_epoch") > 0
+    assert latest(tmp_path, "08_reporting/mmnet/confusion_honest.png").stat().st_size > 1000
+
+    runs = _mlflow_runs(tmp_path)
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 1
+    parent = parents.iloc[0]
+    assert parent["tags.mlflow.runName"] == "mmnet · synthetic · emotion5 · honest"
+    assert 0.0 <= parent["metrics.mmnet.honest.uf1"] <= 1.0
+    assert 0.0 <= parent["metrics.mmnet.oracle_epoch.uf1"] <= 1.0
+    assert parent["params.mmnet.training.optimizer.lr"] == "0.0008"  # flattened parameters
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    assert sorted(children["tags.mlflow.runName"]) == [f"mmnet.{f}" for f in sorted(folds["fold"])]
+    assert children["metrics.train_loss"].notna().all()
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    history = client.get_metric_history(children.iloc[0]["run_id"], "train_loss")
+    assert [m.step for m in history] == [1, 2]  # one point per epoch
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "mmnet")}
+    assert {"mmnet/predictions.csv", "mmnet/report.md", "mmnet/confusion_honest.png",
+            "mmnet/per_class_report.csv"} <= artifacts
+
+
+def _fold_files(data_root: Path) -> list[str]:
+    return glob.glob(str(data_root / "07_model_output/mmnet/folds/shard_*/*.pkl"))
+
+
+def test_killed_run_resumes_losing_at_most_one_fold(tmp_path: Path) -> None:
+    reference_root, resumed_root = tmp_path / "reference", tmp_path / "resumed"
+    kedro(["run", "--pipelines=mmnet"], reference_root)
+    reference = pd.read_parquet(latest(reference_root, "07_model_output/mmnet/predictions.parquet"))
+
+    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines=mmnet", "--env", "test"]
+    proc = subprocess.Popen(cmd, cwd=PROJECT, env=_env(resumed_root), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while len(_fold_files(resumed_root)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before_kill = len(_fold_files(resumed_root))
+    assert 2 <= finished_before_kill < 4, "the run must be killed part-way through its 4 folds"
+
+    log = kedro(["run", "--pipelines=mmnet"], resumed_root).stdout
+    assert log.count("reusing the result of an earlier run") == finished_before_kill
+    resumed = pd.read_parquet(latest(resumed_root, "07_model_output/mmnet/predictions.parquet"))
+    key = ["selection", "sample_id"]
+    pd.testing.assert_frame_equal(
+        reference.sort_values(key).reset_index(drop=True), resumed.sort_values(key).reset_index(drop=True)
+    )
+
+
+def test_one_shard_alone_then_the_aggregate(tmp_path: Path) -> None:
+    """Cluster mode: inputs first, then each shard as its own `kedro run --namespaces`, then the aggregation."""
+    kedro(["run", "--pipelines=mmnet", "--to-nodes=mmnet.build_model_input,make_folds"], tmp_path)
+    for shard in range(4):
+        kedro(["run", "--pipelines=mmnet", f"--namespaces=mmnet.shard_{shard}"], tmp_path)
+    assert len(_fold_files(tmp_path)) == 4
+    kedro(["run", "--pipelines=mmnet", "--from-nodes=mmnet.collect_predictions"], tmp_path)
+    metrics = latest(tmp_path, "08_reporting/mmnet/metrics.json").read_text()
+    assert '"primary_selection": "honest"' in metrics
+
+
+def test_preprocess_reuses_features_and_recomputes_on_parameter_change(tmp_path: Path) -> None:
+    kedro(["run", "--pipelines=ingest"], tmp_path)
+    kedro(["run", "--pipelines=preprocess"], tmp_path)
+    kedro(["run", "--pipelines=preprocess"], tmp_path)
+    kedro(["run", "--pipelines=preprocess", "--params", "preprocess.flow_onset_apex.size=96"], tmp_path)
+    import json
+
+    summaries = [json.loads(p.read_text()) for p in sorted(
+        Path(p) for p in glob.glob(str(tmp_path / "04_feature/preprocess_summary.json/*/preprocess_summary.json"))
+    )]
+    first, second, third = summaries
+    n = first["face_alignment"]["ok"]
+    assert n == 7 and all(first[f]["computed"] == n for f in first)
+    assert all(second[f]["computed"] == 0 and second[f]["reused"] == n for f in second)
+    assert third["flow_onset_apex"]["computed"] == n  # the changed feature only
+    assert all(third[f]["computed"] == 0 for f in third if f != "flow_onset_apex")
+    index = pd.read_parquet(latest(tmp_path, "03_primary/sample_index.parquet"))
+    assert len(index) == n
