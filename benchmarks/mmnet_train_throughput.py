@@ -44,7 +44,7 @@ from microexpr.models import build_model
 from microexpr.training.augment import IMAGENET_MEAN, IMAGENET_STD
 from microexpr.training.loop import TrainConfig, resolve_runtime, train_fold
 
-DEFAULT_FACES = "/work/shared/faces/london"
+DEFAULT_FACES = str(Path(__file__).resolve().parents[2] / "shared" / "faces" / "london")
 SIZE = 224
 CLASSES = 5
 POOL = 40  # distinct samples on disk (9 JPEGs each); samples beyond reuse them cyclically

@@ -36,7 +36,7 @@ from microexpr.data.synthetic import (
 from microexpr.datasets.face_photos import FacePhotoFolder
 from microexpr.datasets.synthetic_writer import SyntheticCasme2Dataset
 
-DEFAULT_FACES = "/work/shared/faces/london"
+DEFAULT_FACES = str(Path(__file__).resolve().parents[2] / "shared" / "faces" / "london")
 CROP = 64
 POOL = 8
 

@@ -201,7 +201,7 @@ def test_align_clip_calls_detector_only_where_needed_and_raises_on_missing_onset
 def _real_face_rgb() -> np.ndarray:
     """A real frontal face: the London Set photo (shared folder or MICROEXPR_FACES), else matplotlib's
     public-domain grace_hopper.jpg, which ships with every matplotlib install."""
-    folder = Path(os.environ.get("MICROEXPR_FACES", "/work/shared/faces/london"))
+    folder = Path(os.environ.get("MICROEXPR_FACES", ""))
     path = folder / "london_001_03.jpg"
     if not path.is_file():
         import matplotlib.cbook
