@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,18 +33,19 @@ def test_readme_has_exactly_two_quick_start_commands_and_ci_runs_the_test_one() 
 
 
 @pytest.mark.slow
-def test_kedro_viz_build_works_offline(tmp_path: Path) -> None:
-    work = tmp_path / "project"
-    shutil.copytree(PROJECT, work, ignore=shutil.ignore_patterns(".venv", "data", "build", "mlruns", "mlflow.db",
-                                                                 ".git", "__pycache__"))
-    (work / "data").mkdir()
+def test_kedro_viz_build_works_offline() -> None:
+    """`kedro viz build` writes ./build (git-ignored) in the project root; it has no output-folder option."""
+    started = time.time()
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=work, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=PROJECT, env=env, capture_output=True,
                           text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    graph = json.loads((work / "build" / "api" / "main").read_text())
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Failed" not in log and "Success" in log, log[-4000:]
+    main = PROJECT / "build" / "api" / "main"
+    assert main.stat().st_mtime >= started - 1
+    graph = json.loads(main.read_text())
     names = {node["name"] for node in graph["nodes"]}
     assert {"index_raw_dataset", "plan_key_frames", "make_folds"} <= names
     assert any(n.endswith("train_shard") for n in names)
     assert {p["id"] for p in graph["pipelines"]} >= {"ingest", "preprocess", "split", "mmnet"}
-    assert "heap" not in (work / "build" / "index.html").read_text().lower()  # telemetry off: no analytics
+    assert "heap" not in (PROJECT / "build" / "index.html").read_text().lower()  # telemetry off: no analytics
