@@ -105,6 +105,31 @@ def test_mmnet_end_to_end_tracks_parent_and_fold_runs(tmp_path: Path) -> None:
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "mmnet")}
     assert {"mmnet/predictions.csv", "mmnet/report.md", "mmnet/confusion_honest.png",
             "mmnet/per_class_report.csv"} <= artifacts
+    run_notebook_against(tmp_path)
+
+
+def run_notebook_against(data_root: Path) -> None:
+    """Execute notebooks/compare_runs.ipynb's code cells on this run's MLflow store (Agg backend)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    cells = json.loads((PROJECT / "notebooks" / "compare_runs.ipynb").read_text())["cells"]
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{data_root}/mlflow.db"
+    try:
+        namespace: dict = {}
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                exec("".join(cell["source"]), namespace)  # noqa: S102 - our own notebook
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    assert len(namespace["table"]) == 1 and 0 <= namespace["table"]["honest uf1"].iloc[0] <= 1
+    assert len(namespace["folds"]) == 4
 
 
 def _fold_files(data_root: Path) -> list[str]:

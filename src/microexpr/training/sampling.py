@@ -52,11 +52,21 @@ class FrameWindows(NamedTuple):
 
 
 def validate_frames_config(frames_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``frames`` settings with defaults filled in; ValueError naming an unknown mode or key, or a bad value."""
+    """The ``frames`` settings with defaults filled in; ValueError naming an unknown mode or key, or a bad value.
+
+    Settings of a mode may be given flat (``{mode: frames, onset: 3}``) or in a block named after the mode
+    (``{mode: rise_fraction, frames: {onset: 3}, rise_fraction: {onset_fraction: 0.05}}``); only the active
+    mode's block is used. Blocks let a Kedro env switch the mode without inheriting the other mode's keys.
+    """
     cfg = dict(frames_cfg)
     mode = cfg.pop("mode", "frames")
     if mode not in FRAME_MODES:
         raise ValueError(f"frames.mode={mode!r} is not one of {', '.join(map(repr, FRAME_MODES))}")
+    blocks = {name: cfg.pop(name) for name in list(cfg) if name in FRAME_MODES}
+    for name, block in blocks.items():
+        if not isinstance(block, Mapping):
+            raise ValueError(f"frames.{name} must be a mapping of that mode's settings, got {block!r}")
+    cfg = {**dict(blocks.get(mode) or {}), **cfg}
     defaults = FRAME_MODES[mode]
     unknown = sorted(set(cfg) - set(defaults))
     if unknown:
