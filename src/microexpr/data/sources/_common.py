@@ -10,15 +10,22 @@ import math
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from microexpr.data.records import Exclusion, FrameFile, RawDataError, Snapshot
+from microexpr.data.records import Candidate, Exclusion, FrameFile, RawDataError, Snapshot, resolve_clip_dir
 
 logger = logging.getLogger(__name__)
+
+Frames = list[tuple[int, FrameFile]]
+# ``(clip_dir, notes) -> frames``: how a parser lists a clip folder (CAS(ME)^3 caches whole recordings).
+FrameLister = Callable[[str | None, list[str]], Frames]
+# ``(clip_dir, problem)`` as returned by :func:`resolve_clip_dir`.
+ClipLocation = tuple[str | None, str | None]
+SubjectCanon = Callable[[str | None], str | None]
 
 # Cell texts that mean "not annotated" in the released sheets (CASME II uses "/" and "-" for a missing apex).
 MISSING_MARKERS: frozenset[str] = frozenset(
@@ -86,6 +93,15 @@ def cell_int(cell: object) -> tuple[int | None, str | None]:
     if match:
         return int(match.group(1)), None
     return None, f"{text!r} is not a frame number"
+
+
+def numbered_id(text: str | None, pattern: str, template: str) -> str | None:
+    """A subject id in its dataset's spelling: ``text`` must fully match ``pattern`` (case-insensitive, one group
+    of digits), whose number is written with ``template`` (``"sub{:02d}"``: ``"1"`` -> ``"sub01"``); else None."""
+    if text is None:
+        return None
+    match = re.fullmatch(pattern, text.strip(), re.IGNORECASE)
+    return template.format(int(match.group(1))) if match else None
 
 
 def excel_row(index: int) -> int:
@@ -396,3 +412,171 @@ def check_options(options: Mapping[str, Any], accepted: frozenset[str], dataset:
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"{dataset}: unknown reader option(s) {unknown}; accepted: {sorted(accepted)}")
+
+
+# ---------------------------------------------------------------------------------------- sheet-driven parsers
+# CASME II, SAMM, MMEW and CAS(ME)^3 read one row per sample from a coding sheet; the functions below are the
+# steps they share, so each parser keeps only its quirks (subject spelling, folder layout, extra columns).
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """The annotation sheet a parser reads, and the settings every row of it shares."""
+
+    dataset: str
+    name: str
+    header: HeaderMatch
+    fps: float
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One annotation row that names a sample: Subject as written and canonicalised, Filename, all cells."""
+
+    row: int
+    source: str
+    cells: Mapping[str, Any]
+    subject_text: str
+    subject: str
+    filename: str
+
+    def text(self, name: str) -> str | None:
+        """The cell of field ``name`` as text (None when blank or when the sheet has no such column)."""
+        return cell_text(self.cells.get(name))
+
+
+def open_sheet(
+    snapshot: Snapshot,
+    options: Mapping[str, Any],
+    accepted: frozenset[str],
+    preference: tuple[str, ...],
+    default_fps: float,
+    fields: Mapping[str, tuple[str, ...]] = COMMON_FIELDS,
+) -> Sheet:
+    """Check the reader options, then choose the annotation sheet and find its header (:func:`select_annotation`).
+
+    A ``dataset`` option, where ``accepted`` has one (the synthetic set read as CASME II), renames the samples;
+    ``fps`` overrides the dataset's frame rate.
+    """
+    dataset = (options.get("dataset") if "dataset" in accepted else None) or snapshot.dataset
+    check_options(options, accepted, dataset)
+    fps = float(options.get("fps") or default_fps)
+    name, header = select_annotation(snapshot, preference, options.get("annotation_file"), fields)
+    return Sheet(dataset=dataset, name=name, header=header, fps=fps)
+
+
+def sheet_rows(
+    snapshot: Snapshot, sheet: Sheet, canonical_subject: SubjectCanon
+) -> Iterator[SheetRow | Exclusion]:
+    """Every non-blank row below the header: a :class:`SheetRow`, or an ``invalid_row`` exclusion when its
+    Subject cannot be canonicalised or its Filename is blank."""
+    for i, cells in iter_rows(snapshot.tables[sheet.name], sheet.header):
+        row = excel_row(i)
+        source = f"{sheet.name} row {row}"
+        subject_text = cell_text(cells["subject"])
+        filename = cell_text(cells["filename"])
+        subject = canonical_subject(subject_text)
+        if subject_text is None or subject is None or filename is None:
+            yield invalid_row(
+                sheet.dataset, source, subject or subject_text, filename, "no usable Subject/Filename"
+            )
+        else:
+            yield SheetRow(row, source, cells, subject_text, subject, filename)
+
+
+def split_rows(rows: Iterable[SheetRow | Exclusion]) -> tuple[list[SheetRow], list[Exclusion]]:
+    """The rows that name a sample, and the exclusions, each in sheet order."""
+    kept: list[SheetRow] = []
+    excluded: list[Exclusion] = []
+    for row in rows:
+        if isinstance(row, Exclusion):
+            excluded.append(row)
+        else:
+            kept.append(row)
+    return kept, excluded
+
+
+def sheet_clip_dir(snapshot: Snapshot, folder: str, parts: tuple[str, ...]) -> ClipLocation:
+    """The clip folder joined from ``parts`` (see :func:`join_dir`), refusing first an annotation cell
+    (``folder``) that is not one plain folder name."""
+    problem = unsafe_component(folder)
+    if problem is not None:
+        return None, problem
+    return resolve_clip_dir(snapshot, *parts)
+
+
+def subject_clip_dir(snapshot: Snapshot, frames_dir: str | None, row: SheetRow) -> ClipLocation:
+    """The clip folder ``<frames_dir>/<subject>/<Filename>`` (the CASME II and SAMM layout)."""
+    return sheet_clip_dir(snapshot, row.filename, join_dir(frames_dir, row.subject, row.filename))
+
+
+def sheet_candidate(
+    snapshot: Snapshot,
+    sheet: Sheet,
+    row: SheetRow,
+    *,
+    location: ClipLocation,
+    labels: Mapping[str, str],
+    objective_class: str | None,
+    clip: str | None = None,
+    notes_before: Iterable[str] = (),
+    notes_after: Iterable[str] = (),
+    list_frames: FrameLister | None = None,
+) -> Candidate:
+    """The Candidate of one sheet row whose clip folder was looked up (``location``).
+
+    ``clip`` defaults to the Filename cell. Notes come in reading order: ``notes_before``, unreadable
+    onset/apex/offset cells (named by their ``labels``), ``notes_after``, then image files without a frame
+    number. ``list_frames`` defaults to :func:`frames_of`.
+    """
+    clip_dir, problem = location
+    notes = list(notes_before)
+    frames = frame_cells(row.cells, labels, notes)
+    notes += notes_after
+    listed = list_frames(clip_dir, notes) if list_frames else frames_of(snapshot, clip_dir, notes)
+    return Candidate(
+        dataset=sheet.dataset,
+        subject=row.subject,
+        clip=row.filename if clip is None else clip,
+        fold_subject=f"{sheet.dataset}/{row.subject}",
+        clip_dir=clip_dir,
+        frames=listed,
+        onset=frames["onset"],
+        apex=frames["apex"],
+        offset=frames["offset"],
+        fps=sheet.fps,
+        au_raw=row.text("au"),
+        emotion_raw=row.text("emotion"),
+        source=row.source,
+        objective_class=objective_class,
+        notes=notes,
+        annotation_file=sheet.name,
+        annotation_row=row.row,
+        clip_dir_problem=problem,
+    )
+
+
+def subject_folder_key(canonical_subject: SubjectCanon, depth: int) -> Callable[[str], tuple[str, str]]:
+    """``path -> (subject, clip)`` for clip folders whose last ``depth`` components start ``<subject>/<clip>``
+    (a subject folder that cannot be canonicalised is kept as written)."""
+
+    def key(path: str) -> tuple[str, str]:
+        subject_dir, clip = path.split("/")[-depth:][:2]
+        return canonical_subject(subject_dir) or subject_dir, clip
+
+    return key
+
+
+def folders_without_rows(
+    snapshot: Snapshot,
+    sheet: Sheet,
+    on_disk: list[str],
+    candidates: Iterable[Candidate],
+    subject_and_clip: Callable[[str], tuple[str, str]],
+) -> list[Exclusion]:
+    """``no_annotation_row`` exclusions for the clip folders in ``on_disk`` that no candidate uses; the other
+    image folders (neither clip folders nor used) are logged by :func:`log_unread_folders`."""
+    referenced = {cand.clip_dir for cand in candidates if cand.clip_dir is not None}
+    exclusions = unreferenced_folders(sheet.dataset, on_disk, referenced, sheet.name, subject_and_clip)
+    log_unread_folders(snapshot, set(on_disk) | referenced)
+    return exclusions

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from microexpr.data.records import Candidate, Exclusion, Snapshot, resolve_clip_dir
+from microexpr.data.records import Candidate, Exclusion, Snapshot
 from microexpr.data.sources import _common as c
 
 # Newest release first: the 2019 re-release, the "updated" sheet MEB uses, the Ver_2 label sheet, the 2014 original.
@@ -35,10 +35,7 @@ HEADER_LABELS = {"onset": "OnsetFrame", "apex": "ApexFrame", "offset": "OffsetFr
 
 def canonical_subject(text: str | None) -> str | None:
     """``1``, ``"01"``, ``"sub1"``, ``"sub01"`` -> ``"sub01"``; anything else -> None."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"(?:sub)?0*(\d+)", text.strip(), re.IGNORECASE)
-    return f"sub{int(match.group(1)):02d}" if match else None
+    return c.numbered_id(text, r"(?:sub)?0*(\d+)", "sub{:02d}")
 
 
 def objective_classes(snapshot: Snapshot) -> dict[tuple[str, str], str]:
@@ -60,65 +57,26 @@ def objective_classes(snapshot: Snapshot) -> dict[tuple[str, str], str]:
 
 def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate], list[Exclusion]]:
     """Candidates from the chosen coding sheet, plus exclusions for unusable rows and unannotated folders."""
-    dataset = options.get("dataset") or snapshot.dataset
-    c.check_options(options, READER_OPTIONS, dataset)
-    fps = float(options.get("fps") or DEFAULT_FPS)
-    name, header = c.select_annotation(snapshot, ANNOTATION_PREFERENCE, options.get("annotation_file"))
-    table = snapshot.tables[name]
+    sheet = c.open_sheet(snapshot, options, READER_OPTIONS, ANNOTATION_PREFERENCE, DEFAULT_FPS)
     frames_dir = c.choose_frames_dir(
         snapshot, CLIP_PATTERN, 2, FRAMES_DIR_PREFERENCE, options.get("frames_dir")
     )
     objective = objective_classes(snapshot)
 
-    candidates: list[Candidate] = []
-    exclusions: list[Exclusion] = []
-    referenced: set[str] = set()
-    for i, cells in c.iter_rows(table, header):
-        row = c.excel_row(i)
-        source = f"{name} row {row}"
-        subject_text = c.cell_text(cells["subject"])
-        clip = c.cell_text(cells["filename"])
-        subject = canonical_subject(subject_text)
-        if subject is None or clip is None:
-            exclusions.append(
-                c.invalid_row(dataset, source, subject or subject_text, clip, "no usable Subject/Filename")
-            )
-            continue
-        notes: list[str] = []
-        frames = c.frame_cells(cells, HEADER_LABELS, notes)
-        clip_dir, problem = None, c.unsafe_component(clip)
-        if problem is None:
-            clip_dir, problem = resolve_clip_dir(snapshot, *c.join_dir(frames_dir, subject, clip))
-        if clip_dir is not None:
-            referenced.add(clip_dir)
-        candidates.append(
-            Candidate(
-                dataset=dataset,
-                subject=subject,
-                clip=clip,
-                fold_subject=f"{dataset}/{subject}",
-                clip_dir=clip_dir,
-                frames=c.frames_of(snapshot, clip_dir, notes),
-                onset=frames["onset"],
-                apex=frames["apex"],
-                offset=frames["offset"],
-                fps=fps,
-                au_raw=c.cell_text(cells.get("au")),
-                emotion_raw=c.cell_text(cells.get("emotion")),
-                source=source,
-                objective_class=c.cell_text(cells.get("objective_class")) or objective.get((subject, clip)),
-                notes=notes,
-                annotation_file=name,
-                annotation_row=row,
-                clip_dir_problem=problem,
-            )
+    rows, exclusions = c.split_rows(c.sheet_rows(snapshot, sheet, canonical_subject))
+    candidates = [
+        c.sheet_candidate(
+            snapshot,
+            sheet,
+            row,
+            location=c.subject_clip_dir(snapshot, frames_dir, row),
+            labels=HEADER_LABELS,
+            objective_class=row.text("objective_class") or objective.get((row.subject, row.filename)),
         )
-
-    def key_of(path: str) -> tuple[str, str]:
-        subject_dir, clip_name = path.split("/")[-2:]
-        return canonical_subject(subject_dir) or subject_dir, clip_name
+        for row in rows
+    ]
 
     on_disk = c.clip_dirs_under(snapshot, frames_dir, CLIP_PATTERN, 2)
-    exclusions += c.unreferenced_folders(dataset, on_disk, referenced, name, key_of)
-    c.log_unread_folders(snapshot, set(on_disk) | referenced)
+    key_of = c.subject_folder_key(canonical_subject, 2)
+    exclusions += c.folders_without_rows(snapshot, sheet, on_disk, candidates, key_of)
     return candidates, exclusions

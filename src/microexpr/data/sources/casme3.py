@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from microexpr.data.records import Candidate, Exclusion, Snapshot, resolve_clip_dir
+from microexpr.data.records import Candidate, Exclusion, Snapshot
 from microexpr.data.sources import _common as c
 
 ANNOTATION_PREFERENCE: tuple[str, ...] = (
@@ -45,10 +45,7 @@ ROMAN: dict[str, str] = {"I": "1", "II": "2", "III": "3", "IV": "4", "V": "5", "
 
 def canonical_subject(text: str | None) -> str | None:
     """``"spNO.1"``, ``"spno1"``, ``1`` -> ``"spNO.1"``; anything else -> None."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"(?:spno\.?)?0*(\d+)", text.strip(), re.IGNORECASE)
-    return f"spNO.{int(match.group(1))}" if match else None
+    return c.numbered_id(text, r"(?:spno\.?)?0*(\d+)", "spNO.{}")
 
 
 def objective_class(text: str | None) -> str | None:
@@ -73,97 +70,81 @@ def choose_layout(frames_dir: str | None, requested: str | None) -> str:
     )
 
 
-def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate], list[Exclusion]]:
-    """Candidates from the part A sheet (unique clip ids), plus exclusions for unusable rows and stray folders."""
-    dataset = snapshot.dataset
-    c.check_options(options, READER_OPTIONS, dataset)
-    fps = float(options.get("fps") or DEFAULT_FPS)
-    name, header = c.select_annotation(
-        snapshot, ANNOTATION_PREFERENCE, options.get("annotation_file"), FIELDS
+def micro_only(dataset: str, row: c.SheetRow | Exclusion) -> c.SheetRow | Exclusion:
+    """The row, or a ``not_micro`` exclusion (clip ``<letter>:row<N>``) when its ``Expression type`` is not a
+    micro-expression; exclusions pass through."""
+    if isinstance(row, Exclusion):
+        return row
+    expression_type = row.text("expression_type")
+    if is_micro(expression_type):
+        return row
+    return Exclusion(
+        dataset,
+        row.subject,
+        f"{row.filename}:row{row.row}",
+        row.source,
+        "not_micro",
+        f"{row.source}: expression type {expression_type!r} is not a micro-expression",
     )
-    table = snapshot.tables[name]
-    frames_dir = c.choose_frames_dir(
-        snapshot, CLIP_PATTERN, 3, FRAMES_DIR_PREFERENCE, options.get("frames_dir")
-    )
-    layout = choose_layout(frames_dir, options.get("layout"))
 
-    sorted_frames: dict[str, list] = {}
 
-    def recording_frames(clip_dir: str | None, notes: list[str]) -> list:
-        """Sorted frames of a folder, computed once per recording (full-release recordings hold thousands)."""
+def clip_ids(rows: list[c.SheetRow]) -> list[tuple[str, int]]:
+    """``(clip id, k)`` per row: the k-th row of a subject's letter ``a`` is clip ``a`` (k = 1) or ``a<k>``."""
+    seen: Counter[tuple[str, str]] = Counter()
+    out: list[tuple[str, int]] = []
+    for row in rows:
+        seen[(row.subject, row.filename)] += 1
+        k = seen[(row.subject, row.filename)]
+        out.append((row.filename if k == 1 else f"{row.filename}{k}", k))
+    return out
+
+
+def recording_lister(snapshot: Snapshot) -> c.FrameLister:
+    """:func:`frames_of` computed once per folder (full-release recordings hold thousands of frames and serve
+    every micro-expression of their letter); each call returns its own list."""
+    sorted_frames: dict[str, c.Frames] = {}
+
+    def list_frames(clip_dir: str | None, notes: list[str]) -> c.Frames:
         if clip_dir is None:
             return []
         if clip_dir not in sorted_frames:
             sorted_frames[clip_dir] = c.frames_of(snapshot, clip_dir, notes)
-        return sorted_frames[clip_dir]
+        return list(sorted_frames[clip_dir])
 
+    return list_frames
+
+
+def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate], list[Exclusion]]:
+    """Candidates from the part A sheet (unique clip ids), plus exclusions for unusable rows and stray folders."""
+    sheet = c.open_sheet(snapshot, options, READER_OPTIONS, ANNOTATION_PREFERENCE, DEFAULT_FPS, FIELDS)
+    frames_dir = c.choose_frames_dir(
+        snapshot, CLIP_PATTERN, 3, FRAMES_DIR_PREFERENCE, options.get("frames_dir")
+    )
+    layout = choose_layout(frames_dir, options.get("layout"))
+    list_frames = recording_lister(snapshot)
+
+    screened = (micro_only(sheet.dataset, row) for row in c.sheet_rows(snapshot, sheet, canonical_subject))
+    rows, exclusions = c.split_rows(screened)
     candidates: list[Candidate] = []
-    exclusions: list[Exclusion] = []
-    referenced: set[str] = set()
-    seen: Counter[tuple[str, str]] = Counter()
-    for i, cells in c.iter_rows(table, header):
-        row = c.excel_row(i)
-        source = f"{name} row {row}"
-        subject_text = c.cell_text(cells["subject"])
-        letter = c.cell_text(cells["filename"])
-        subject = canonical_subject(subject_text)
-        if subject is None or letter is None:
-            exclusions.append(
-                c.invalid_row(dataset, source, subject or subject_text, letter, "no usable Subject/Filename")
-            )
-            continue
-        expression_type = c.cell_text(cells.get("expression_type"))
-        if not is_micro(expression_type):
-            exclusions.append(
-                Exclusion(
-                    dataset,
-                    subject,
-                    f"{letter}:row{row}",
-                    source,
-                    "not_micro",
-                    f"{source}: expression type {expression_type!r} is not a micro-expression",
-                )
-            )
-            continue
-        seen[(subject, letter)] += 1
-        k = seen[(subject, letter)]
-        clip = letter if k == 1 else f"{letter}{k}"
-        notes: list[str] = [f"recording letter {letter!r}, micro-expression {k} of that letter in {name}"]
-        frames = c.frame_cells(cells, HEADER_LABELS, notes)
-        folder = letter if layout == "full" else clip
-        clip_dir, problem = None, c.unsafe_component(folder)
-        if problem is None:
-            clip_dir, problem = resolve_clip_dir(snapshot, *c.join_dir(frames_dir, subject, folder, "color"))
-        if clip_dir is not None:
-            referenced.add(clip_dir)
+    for row, (clip, k) in zip(rows, clip_ids(rows), strict=True):
+        folder = row.filename if layout == "full" else clip
+        path = c.join_dir(frames_dir, row.subject, folder, "color")
+        note = f"recording letter {row.filename!r}, micro-expression {k} of that letter in {sheet.name}"
         candidates.append(
-            Candidate(
-                dataset=dataset,
-                subject=subject,
+            c.sheet_candidate(
+                snapshot,
+                sheet,
+                row,
+                location=c.sheet_clip_dir(snapshot, folder, path),
+                labels=HEADER_LABELS,
+                objective_class=objective_class(row.text("objective_class")),
                 clip=clip,
-                fold_subject=f"{dataset}/{subject}",
-                clip_dir=clip_dir,
-                frames=list(recording_frames(clip_dir, notes)),
-                onset=frames["onset"],
-                apex=frames["apex"],
-                offset=frames["offset"],
-                fps=fps,
-                au_raw=c.cell_text(cells.get("au")),
-                emotion_raw=c.cell_text(cells.get("emotion")),
-                source=source,
-                objective_class=objective_class(c.cell_text(cells.get("objective_class"))),
-                notes=notes,
-                annotation_file=name,
-                annotation_row=row,
-                clip_dir_problem=problem,
+                notes_before=[note],
+                list_frames=list_frames,
             )
         )
 
-    def key_of(path: str) -> tuple[str, str]:
-        subject_dir, clip_name, _ = path.split("/")[-3:]
-        return canonical_subject(subject_dir) or subject_dir, clip_name
-
     on_disk = c.clip_dirs_under(snapshot, frames_dir, CLIP_PATTERN, 3)
-    exclusions += c.unreferenced_folders(dataset, on_disk, referenced, name, key_of)
-    c.log_unread_folders(snapshot, set(on_disk) | referenced)
+    key_of = c.subject_folder_key(canonical_subject, 3)
+    exclusions += c.folders_without_rows(snapshot, sheet, on_disk, candidates, key_of)
     return candidates, exclusions

@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from microexpr.data.records import Candidate, Exclusion, Snapshot, resolve_clip_dir
@@ -31,10 +32,7 @@ HEADER_LABELS = {"onset": "OnsetFrame", "apex": "ApexFrame", "offset": "OffsetFr
 
 def canonical_subject(text: str | None) -> str | None:
     """``1``, ``"01"``, ``"S1"``, ``"S01"`` -> ``"S01"``; anything else -> None."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"s?0*(\d+)", text.strip(), re.IGNORECASE)
-    return f"S{int(match.group(1)):02d}" if match else None
+    return c.numbered_id(text, r"s?0*(\d+)", "S{:02d}")
 
 
 def micro_frames_dir(snapshot: Snapshot, requested: str | None) -> str | None:
@@ -48,87 +46,71 @@ def micro_frames_dir(snapshot: Snapshot, requested: str | None) -> str | None:
     return None
 
 
+def find_clip_dir(
+    snapshot: Snapshot,
+    by_name: Mapping[str, list[str]],
+    frames_dir: str | None,
+    clip: str,
+    emotion: str | None,
+) -> c.ClipLocation:
+    """The folder named ``clip`` under any emotion folder, the row's emotion folder winning a tie; when none is
+    listed, the problem names the folder expected under the row's emotion."""
+    problem = c.unsafe_component(clip)
+    if problem is not None:
+        return None, problem
+    found = by_name.get(clip, [])
+    same_emotion = [d for d in found if d.split("/")[-2].lower() == (emotion or "").lower()]
+    if len(found) == 1 or len(same_emotion) == 1:
+        return (same_emotion or found)[0], None
+    if len(found) > 1:
+        return None, f"clip folder {clip!r} found under several emotion folders: {', '.join(found)}"
+    expected = c.join_dir(frames_dir or "Micro_Expression", (emotion or "<emotion>").lower(), clip)
+    return resolve_clip_dir(snapshot, *expected)
+
+
+def row_notes(row: c.SheetRow, clip_dir: str | None) -> list[str]:
+    """The ``remarks`` cell, and a note when the clip folder sits under another emotion than the sheet's."""
+    notes: list[str] = []
+    remark = row.text("remarks")
+    if remark:
+        notes.append(f"annotation remark: {remark}")
+    emotion = row.text("emotion")
+    if clip_dir is not None and emotion and clip_dir.split("/")[-2].lower() != emotion.lower():
+        notes.append(f"clip folder is under {clip_dir.split('/')[-2]!r} but the sheet says {emotion!r}")
+    return notes
+
+
+def folder_key(path: str) -> tuple[str, str]:
+    """``.../happiness/S01-01-001`` -> ``("S01", "S01-01-001")``: the subject is the Filename's prefix."""
+    clip_name = posixpath.basename(path)
+    return canonical_subject(clip_name.split("-")[0]) or "", clip_name
+
+
 def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate], list[Exclusion]]:
     """Candidates from the MMEW sheet, plus exclusions for unusable rows and unannotated folders."""
-    dataset = snapshot.dataset
-    c.check_options(options, READER_OPTIONS, dataset)
-    fps = float(options.get("fps") or DEFAULT_FPS)
-    name, header = c.select_annotation(
-        snapshot, ANNOTATION_PREFERENCE, options.get("annotation_file"), FIELDS
-    )
-    table = snapshot.tables[name]
+    sheet = c.open_sheet(snapshot, options, READER_OPTIONS, ANNOTATION_PREFERENCE, DEFAULT_FPS, FIELDS)
     frames_dir = micro_frames_dir(snapshot, options.get("frames_dir"))
     on_disk = c.clip_dirs_under(snapshot, frames_dir, CLIP_PATTERN, 2)
     by_name: dict[str, list[str]] = defaultdict(list)
     for d in on_disk:
         by_name[posixpath.basename(d)].append(d)
 
+    rows, exclusions = c.split_rows(c.sheet_rows(snapshot, sheet, canonical_subject))
     candidates: list[Candidate] = []
-    exclusions: list[Exclusion] = []
-    referenced: set[str] = set()
-    for i, cells in c.iter_rows(table, header):
-        row = c.excel_row(i)
-        source = f"{name} row {row}"
-        subject_text = c.cell_text(cells["subject"])
-        clip = c.cell_text(cells["filename"])
-        subject = canonical_subject(subject_text)
-        if subject is None or clip is None:
-            exclusions.append(
-                c.invalid_row(dataset, source, subject or subject_text, clip, "no usable Subject/Filename")
-            )
-            continue
-        notes: list[str] = []
-        frames = c.frame_cells(cells, HEADER_LABELS, notes)
-        emotion = c.cell_text(cells.get("emotion"))
-        remark = c.cell_text(cells.get("remarks"))
-        if remark:
-            notes.append(f"annotation remark: {remark}")
-        clip_dir, problem = None, c.unsafe_component(clip)
-        if problem is None:
-            found = by_name.get(clip, [])
-            same_emotion = [d for d in found if d.split("/")[-2].lower() == (emotion or "").lower()]
-            if len(found) == 1 or len(same_emotion) == 1:
-                clip_dir = (same_emotion or found)[0]
-            elif len(found) > 1:
-                problem = f"clip folder {clip!r} found under several emotion folders: {', '.join(found)}"
-            else:
-                expected = c.join_dir(
-                    frames_dir or "Micro_Expression", (emotion or "<emotion>").lower(), clip
-                )
-                clip_dir, problem = resolve_clip_dir(snapshot, *expected)
-        if clip_dir is not None:
-            referenced.add(clip_dir)
-            if emotion and clip_dir.split("/")[-2].lower() != emotion.lower():
-                notes.append(
-                    f"clip folder is under {clip_dir.split('/')[-2]!r} but the sheet says {emotion!r}"
-                )
+    for row in rows:
+        location = find_clip_dir(snapshot, by_name, frames_dir, row.filename, row.text("emotion"))
+        notes = row_notes(row, location[0])
         candidates.append(
-            Candidate(
-                dataset=dataset,
-                subject=subject,
-                clip=clip,
-                fold_subject=f"{dataset}/{subject}",
-                clip_dir=clip_dir,
-                frames=c.frames_of(snapshot, clip_dir, notes),
-                onset=frames["onset"],
-                apex=frames["apex"],
-                offset=frames["offset"],
-                fps=fps,
-                au_raw=c.cell_text(cells.get("au")),
-                emotion_raw=emotion,
-                source=source,
-                objective_class=c.cell_text(cells.get("objective_class")),
-                notes=notes,
-                annotation_file=name,
-                annotation_row=row,
-                clip_dir_problem=problem,
+            c.sheet_candidate(
+                snapshot,
+                sheet,
+                row,
+                location=location,
+                labels=HEADER_LABELS,
+                objective_class=row.text("objective_class"),
+                notes_after=notes,
             )
         )
 
-    def key_of(path: str) -> tuple[str, str]:
-        clip_name = posixpath.basename(path)
-        return canonical_subject(clip_name.split("-")[0]) or "", clip_name
-
-    exclusions += c.unreferenced_folders(dataset, on_disk, referenced, name, key_of)
-    c.log_unread_folders(snapshot, set(on_disk) | referenced)
+    exclusions += c.folders_without_rows(snapshot, sheet, on_disk, candidates, folder_key)
     return candidates, exclusions

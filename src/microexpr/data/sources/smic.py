@@ -34,8 +34,7 @@ READER_OPTIONS = frozenset({"variant", "frames_dir", "fps"})
 
 def canonical_subject(text: str) -> str | None:
     """``s1``, ``S01``, ``s01`` -> ``s01``; anything else -> None."""
-    match = re.fullmatch(r"s0*(\d+)", text.strip(), re.IGNORECASE)
-    return f"s{int(match.group(1)):02d}" if match else None
+    return c.numbered_id(text, r"s0*(\d+)", "s{:02d}")
 
 
 def canonical_clip(text: str) -> str | None:
