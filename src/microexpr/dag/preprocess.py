@@ -14,8 +14,9 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
 
-from microexpr.datasets.feature_store import FeatureJob, FeatureJobs, FeatureTable, content_key
+from microexpr.datasets.feature_store import FeatureJob, FeatureJobs, FeatureTable
 from microexpr.features import recipes
+from microexpr.hashing import content_key
 
 logger = logging.getLogger(__name__)
 

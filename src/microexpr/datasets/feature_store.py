@@ -10,7 +10,6 @@ with lazy per-clip loaders, the same pattern as Kedro's PartitionedDataset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -41,12 +40,6 @@ class FeatureExclusion(Exception):
     The store records it as an exclusion with this message (which names the sample and the file), caches it
     under the job's key like a result, and carries on with the other clips.
     """
-
-
-def content_key(*parts: Any) -> str:
-    """Stable hex digest of JSON-serialisable parts (dict keys sorted), used as a cache key."""
-    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

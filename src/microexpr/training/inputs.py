@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from microexpr.data.labels import load_label_sets
-from microexpr.datasets.feature_store import FeatureTable, content_key
+from microexpr.datasets.feature_store import FeatureTable
+from microexpr.hashing import content_key
 
 logger = logging.getLogger(__name__)
 

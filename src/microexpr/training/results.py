@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from microexpr.datasets.feature_store import content_key
+from microexpr.hashing import content_key
 
 TRAINING_VERSION = 1
 
