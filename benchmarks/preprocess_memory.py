@@ -50,6 +50,21 @@ def run_tracked(args: list[str]) -> tuple[float, int]:
     return time.perf_counter() - start, peak
 
 
+def data_root_of(env: str) -> Path:
+    """The env's data folder (``data_root`` in conf/<env>/globals.yml, else the base ``data``)."""
+    import yaml
+
+    globals_file = PROJECT / "conf" / env / "globals.yml"
+    overrides = yaml.safe_load(globals_file.read_text()) if globals_file.exists() else None
+    return PROJECT / ((overrides or {}).get("data_root") or "data")
+
+
+def latest_json(data_root: Path, dataset: str, back: int = 1) -> dict:
+    """The ``back``-th newest saved version of a versioned JSON dataset."""
+    files = sorted(glob.glob(str(data_root / f"{dataset}/*/{Path(dataset).name}")))
+    return json.loads(Path(files[-back]).read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="benchmark")
@@ -57,11 +72,12 @@ def main() -> None:
     kedro = [sys.executable, "-m", "kedro", "run", "--env", args.env]
 
     ingest_s, _ = run_tracked([*kedro, "--pipelines=ingest"])
-    summary = json.loads(Path(sorted(glob.glob(str(PROJECT / "data/03_primary/ingest_summary.json/*/ingest_summary.json")))[-1]).read_text())
+    data_root = data_root_of(args.env)
+    summary = latest_json(data_root, "03_primary/ingest_summary.json")
     print(f"ingest: {summary['n_samples']} clips of {summary['n_subjects']} subjects in {ingest_s:.0f} s")
     first_s, first_peak = run_tracked([*kedro, "--pipelines=preprocess"])
     second_s, second_peak = run_tracked([*kedro, "--pipelines=preprocess"])
-    stats = json.loads(Path(sorted(glob.glob(str(PROJECT / "data/04_feature/preprocess_summary.json/*/preprocess_summary.json")))[-2]).read_text())
+    stats = latest_json(data_root, "04_feature/preprocess_summary.json", back=2)
     compute = {k: round(v["compute_seconds"]) for k, v in stats.items()}
     print(f"preprocess, first run: {first_s:.0f} s wall, peak RSS {first_peak / 2**30:.2f} GiB "
           f"(kedro process + feature workers); compute seconds per feature {compute}")

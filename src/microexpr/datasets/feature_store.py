@@ -241,7 +241,10 @@ class FeatureStore(AbstractVersionedDataset[FeatureJobs, FeatureTable]):
                     yield _run_job(job)
                     bar.update()
                 return
-            context = multiprocessing.get_context("spawn")
+            # forkserver: workers fork from a server that has imported the recipes (cv2, dlib) once, so each
+            # feature's pool starts in well under a second; plain fork is unsafe after torch/OpenMP threads exist.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["microexpr.features.recipes"])
             with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
                 pending = set()
                 queue = iter(jobs)
