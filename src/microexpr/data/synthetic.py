@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
+
+from microexpr.vision.face import default_predictor_path
 
 # Bump when a change alters the rendered frames for unchanged parameters (invalidates every stored clip).
 GENERATOR_VERSION = "1.0"
@@ -612,27 +612,11 @@ def plan_dataset(params: dict[str, Any], face_ids: list[str], fallback: bool) ->
 
 
 # --- dlib helper ----------------------------------------------------------------------------------------------
-def predictor_path() -> Path:
-    """Path of dlib's 68-point model shipped by ``face_recognition_models`` (located, not imported:
-    its ``__init__`` imports pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "package face-recognition-models is not installed (it ships the dlib 68-point model)"
-        )
-    path = (
-        Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
-    )
-    if not path.is_file():
-        raise RuntimeError(f"dlib 68-point model not found at {path}")
-    return path
-
-
 @functools.cache
 def _dlib_models() -> tuple[Any, Any]:
     import dlib
 
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(default_predictor_path()))
 
 
 def detect_landmarks68(rgb: np.ndarray, upsample: int = 1) -> np.ndarray | None:
