@@ -239,3 +239,33 @@ def test_natural_key_orders_numbers_numerically() -> None:
         "sub2",
         "sub10",
     ]
+
+
+def _two_repeats() -> pd.DataFrame:
+    """Repeat 0 = the hand-computed table; repeat 1 tests s1..s5 again, all predicted correctly."""
+    first = make_table().assign(fold="repeat_0")
+    second = first.loc[first["sample_id"].isin(["s1", "s2", "s3", "s4", "s5"])].copy()
+    second = second.assign(fold="repeat_1", y_pred=second["y_true"], label_pred=second["label_true"])
+    return pd.concat([first, second], ignore_index=True)
+
+
+def test_a_sample_in_several_folds_is_an_error_unless_splits_are_repeated() -> None:
+    with pytest.raises(PredictionTableError, match="several rows for the same sample in one selection.*holdout"):
+        compute_metrics(_two_repeats(), CLASSES)
+    metrics = compute_metrics(_two_repeats(), CLASSES, repeated_splits=True)
+    assert metrics["repeated_splits"] is True
+    assert (metrics["n_samples"], metrics["n_distinct_samples"]) == (15, 10)
+    assert metrics["acc"] == pytest.approx((6 + 5) / 15)
+    summary = metrics["fold_summary"]
+    assert summary["n_folds"] == 2
+    assert summary["acc_mean"] == pytest.approx((6 / 10 + 1.0) / 2)
+    assert summary["acc_std"] == pytest.approx(np.std([0.6, 1.0], ddof=1))
+    s1 = next(row for row in metrics["per_subject"] if row["subject"] == "sub01")
+    assert (s1["fold"], s1["n"]) == ("repeat_0,repeat_1", 6)
+
+
+def test_repeated_splits_still_refuse_a_sample_twice_in_one_fold() -> None:
+    table = _two_repeats()
+    table.loc[table["sample_id"] == "s2", "sample_id"] = "s1"
+    with pytest.raises(PredictionTableError, match="several rows for the same sample in one fold: .*s1"):
+        compute_metrics(table, CLASSES, repeated_splits=True)

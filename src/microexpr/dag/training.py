@@ -167,9 +167,13 @@ def collect_predictions(
 
 def evaluate_predictions(
     predictions: pd.DataFrame, model_input_meta: dict[str, Any], params: dict[str, Any], dataset: str,
-    *, model: str,
+    split: dict[str, Any], *, model: str,
 ) -> dict[str, Any]:
-    """Node: every metric of every selection, from the pooled prediction table only (scikit-learn)."""
+    """Node: every metric of every selection, from the pooled prediction table only (scikit-learn).
+
+    Under ``split.protocol: holdout`` the folds are repeated splits, so a sample may be tested in several folds.
+    """
+    repeated = split.get("protocol") == "holdout"
     classes = list(model_input_meta["classes"])
     selections = sorted(set(predictions["selection"]), key=SELECTIONS.index)
     primary = str(params.get("selection", "honest"))
@@ -181,7 +185,7 @@ def evaluate_predictions(
         "label_set": model_input_meta["label_set"],
         "classes": classes,
         "primary_selection": primary,
-        "selections": {s: compute_metrics(predictions, classes, s) for s in selections},
+        "selections": {s: compute_metrics(predictions, classes, s, repeated_splits=repeated) for s in selections},
         "excluded_samples": model_input_meta.get("excluded", []),
         "n_samples": model_input_meta["n_samples"],
     }
@@ -291,7 +295,8 @@ def create_training_pipeline(model: str, feature: str, input_kind: str) -> Pipel
                        *[f"shard_{k}.fold_results" for k in range(shards)]],
              ["predictions", "training_history", "attention_examples"], name="collect_predictions",
              tags=["evaluate", model]),
-        Node(evaluate, ["predictions", "model_input_meta", "params:model_params", "params:dataset"], "metrics",
+        Node(evaluate, ["predictions", "model_input_meta", "params:model_params", "params:dataset", "params:split"],
+             "metrics",
              name="evaluate", tags=["evaluate", model]),
         Node(report_figures, ["metrics", "training_history", "attention_examples"],
              ["confusion_honest_figure", "confusion_oracle_epoch_figure", "per_subject_accuracy_figure",
@@ -307,5 +312,6 @@ def create_training_pipeline(model: str, feature: str, input_kind: str) -> Pipel
         [nodes, shard_pipes],
         namespace=model,
         inputs={"sample_index", feature, "folds", "label_maps"},
-        parameters={"params:model_params": f"params:{model}", "params:dataset": "params:dataset"},
+        parameters={"params:model_params": f"params:{model}", "params:dataset": "params:dataset",
+                    "params:split": "params:split"},
     )

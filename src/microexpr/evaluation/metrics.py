@@ -19,6 +19,10 @@ Aggregation policy (written once here, repeated in the report):
   would score the subject's class mix, not the model. MMNet's code skips such classes per fold in the same way.
 - **Per-class** precision/recall/F1 use ``zero_division=0``; read them with their ``support`` (true count) and
   ``n_predicted``.
+- **Repeated hold-out splits** (``split.protocol: holdout`` with ``repeats`` > 1) test a sample once per repeat
+  that puts it on the test side. Only then may a sample appear in several folds (``repeated_splits=True``); the
+  pooled numbers then count each (repeat, sample) once, and the per-repeat mean ± std (``fold_summary``) is the
+  number the attribute-embedding paper reports. A sample twice in one fold is always an error.
 
 All returned values are JSON-serialisable (dict, list, str, int, float, None).
 """
@@ -107,8 +111,12 @@ def select_predictions(predictions: pd.DataFrame, selection: str | None = None) 
     return predictions.loc[predictions["selection"] == selection]
 
 
-def validate_predictions(table: pd.DataFrame, classes: Sequence[str]) -> None:
-    """Check the contract of one selection's rows; raise PredictionTableError naming the offending samples."""
+def validate_predictions(table: pd.DataFrame, classes: Sequence[str], *, repeated_splits: bool = False) -> None:
+    """Check the contract of one selection's rows; raise PredictionTableError naming the offending samples.
+
+    ``repeated_splits``: the folds are repeated hold-out splits, so a sample may be tested once in each of several
+    folds (never twice in one fold).
+    """
     if not classes or len(set(classes)) != len(classes):
         raise PredictionTableError(f"classes must be a non-empty list of distinct names, got {list(classes)}")
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
@@ -116,10 +124,15 @@ def validate_predictions(table: pd.DataFrame, classes: Sequence[str]) -> None:
         raise PredictionTableError(f"prediction table lacks columns {missing} (has {list(table.columns)})")
     if table.empty:
         raise PredictionTableError("prediction table has no rows")
-    duplicated = table.loc[table["sample_id"].duplicated(keep=False), "sample_id"]
+    key = ["fold", "sample_id"] if repeated_splits else ["sample_id"]
+    duplicated = table.loc[table.duplicated(key, keep=False), "sample_id"]
     if not duplicated.empty:
+        where = "fold" if repeated_splits else "selection"
+        hint = "" if repeated_splits else (
+            " (only repeated hold-out splits, split.protocol: holdout, may test a sample in several folds)"
+        )
         raise PredictionTableError(
-            f"prediction table has several rows for the same sample in one selection: {_sample_list(duplicated)}"
+            f"prediction table has several rows for the same sample in one {where}: {_sample_list(duplicated)}{hint}"
         )
     n_classes = len(classes)
     for column, label_column in (("y_true", "label_true"), ("y_pred", "label_pred")):
@@ -227,7 +240,7 @@ def per_subject_table(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "fold_subject": str(fold_subject),
                 "dataset": str(part["dataset"].iloc[0]),
                 "subject": str(part["subject"].iloc[0]),
-                "fold": str(part["fold"].iloc[0]),
+                "fold": ",".join(sorted(map(str, part["fold"].unique()), key=natural_key)),
                 "n": int(correct.size),
                 "n_correct": int(correct.sum()),
                 "acc": float(correct.mean()),
@@ -237,21 +250,24 @@ def per_subject_table(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def compute_metrics(
-    predictions: pd.DataFrame, classes: Sequence[str], selection: str | None = None
+    predictions: pd.DataFrame, classes: Sequence[str], selection: str | None = None, *,
+    repeated_splits: bool = False,
 ) -> dict[str, Any]:
     """All metrics of one selection protocol from the pooled prediction table (see module docstring for policy).
 
-    Keys: selection, classes, n_samples, acc, uf1, uar, wf1, per_class, confusion_matrix (rows = true),
-    classes_absent_from_truth, classes_never_predicted, per_dataset (composites only, else {}), per_fold,
-    fold_summary, per_subject, epochs.
+    Keys: selection, classes, repeated_splits, n_distinct_samples, n_samples, acc, uf1, uar, wf1, per_class,
+    confusion_matrix (rows = true), classes_absent_from_truth, classes_never_predicted, per_dataset (composites
+    only, else {}), per_fold, fold_summary, per_subject, epochs.
     """
     table = select_predictions(predictions, selection)
     classes = [str(c) for c in classes]
-    validate_predictions(table, classes)
+    validate_predictions(table, classes, repeated_splits=repeated_splits)
     metrics: dict[str, Any] = {
         "selection": str(table["selection"].iloc[0]),
         "classes": classes,
         "datasets": sorted(str(d) for d in table["dataset"].unique()),
+        "repeated_splits": repeated_splits,
+        "n_distinct_samples": int(table["sample_id"].nunique()),
     }
     metrics.update(core_metrics(table["y_true"], table["y_pred"], classes))
     per_fold = per_fold_table(table)

@@ -426,6 +426,14 @@ def render_report_markdown(
             markdown_table(_headline_table(by_selection)),
             "",
         ]
+        first = next(iter(by_selection.values()))
+        if first.get("repeated_splits"):
+            lines += [
+                f"Repeated hold-out splits: the pooled counts take each (repeat, test sample) once "
+                f"({first['n_samples']} rows, {first['n_distinct_samples']} distinct samples); the per-repeat "
+                "mean ± std in the fold table is the number the holdout papers report.",
+                "",
+            ]
         for selection, m in by_selection.items():
             absent = m.get("classes_absent_from_truth") or []
             lines += [f"### Per-class ({selection})", "", markdown_table(_per_class_table(m)), ""]
