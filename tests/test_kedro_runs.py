@@ -7,6 +7,7 @@ Each test runs the project's own CLI in a subprocess with its data under a pytes
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -110,8 +111,6 @@ def test_mmnet_end_to_end_tracks_parent_and_fold_runs(tmp_path: Path) -> None:
 
 def run_notebook_against(data_root: Path) -> None:
     """Execute notebooks/compare_runs.ipynb's code cells on this run's MLflow store (Agg backend)."""
-    import json
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,8 +176,6 @@ def test_preprocess_reuses_features_and_recomputes_on_parameter_change(tmp_path:
     kedro(["run", "--pipelines=preprocess"], tmp_path)
     kedro(["run", "--pipelines=preprocess"], tmp_path)
     kedro(["run", "--pipelines=preprocess", "--params", "preprocess.flow_onset_apex.size=96"], tmp_path)
-    import json
-
     summaries = [json.loads(p.read_text()) for p in sorted(
         Path(p) for p in glob.glob(str(tmp_path / "04_feature/preprocess_summary.json/*/preprocess_summary.json"))
     )]
@@ -190,3 +187,16 @@ def test_preprocess_reuses_features_and_recomputes_on_parameter_change(tmp_path:
     assert all(third[f]["computed"] == 0 for f in third if f != "flow_onset_apex")
     index = pd.read_parquet(latest(tmp_path, "03_primary/sample_index.parquet"))
     assert len(index) == n
+
+
+def test_holdout_with_repeats_reports_the_mean_over_repeats(tmp_path: Path) -> None:
+    """Repeated hold-out splits test the same samples again; evaluation must take them once per repeat."""
+    kedro(["run", "--pipelines=mmnet", "--params", "split.protocol=holdout"], tmp_path)
+    folds = pd.read_parquet(latest(tmp_path, "05_model_input/folds.parquet"))
+    metrics = json.loads(latest(tmp_path, "08_reporting/mmnet/metrics.json").read_text())
+    honest = metrics["selections"]["honest"]
+    assert honest["repeated_splits"] is True
+    assert honest["fold_summary"]["n_folds"] == len(folds) == 5
+    assert honest["n_samples"] > honest["n_distinct_samples"]
+    report = latest(tmp_path, "08_reporting/mmnet/report.md").read_text()
+    assert "Repeated hold-out splits" in report and "accuracy (mean ± std)" in report
