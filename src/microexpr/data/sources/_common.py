@@ -567,6 +567,30 @@ def subject_folder_key(canonical_subject: SubjectCanon, depth: int) -> Callable[
     return key
 
 
+def subject_clip_candidate(
+    snapshot: Snapshot, sheet: Sheet, frames_dir: str | None, row: SheetRow, **fields: Any
+) -> Candidate:
+    """:func:`sheet_candidate` for a row whose clip lives at ``<frames_dir>/<subject>/<Filename>`` (CASME II, SAMM);
+    ``fields`` are sheet_candidate's keyword arguments other than ``location``."""
+    return sheet_candidate(snapshot, sheet, row, location=subject_clip_dir(snapshot, frames_dir, row), **fields)
+
+
+def subject_folders_without_rows(
+    snapshot: Snapshot,
+    sheet: Sheet,
+    frames_dir: str | None,
+    clip_pattern: re.Pattern[str],
+    depth: int,
+    canonical_subject: SubjectCanon,
+    candidates: Iterable[Candidate],
+) -> list[Exclusion]:
+    """:func:`folders_without_rows` for the ``<subject>/<clip>…`` folders ``depth`` levels under ``frames_dir``
+    (CASME II, SAMM, CAS(ME)^3), subjects read with ``canonical_subject``."""
+    on_disk = clip_dirs_under(snapshot, frames_dir, clip_pattern, depth)
+    key_of = subject_folder_key(canonical_subject, depth)
+    return folders_without_rows(snapshot, sheet, on_disk, candidates, key_of)
+
+
 def folders_without_rows(
     snapshot: Snapshot,
     sheet: Sheet,

@@ -65,18 +65,18 @@ def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate],
 
     rows, exclusions = c.split_rows(c.sheet_rows(snapshot, sheet, canonical_subject))
     candidates = [
-        c.sheet_candidate(
+        c.subject_clip_candidate(
             snapshot,
             sheet,
+            frames_dir,
             row,
-            location=c.subject_clip_dir(snapshot, frames_dir, row),
             labels=HEADER_LABELS,
             objective_class=row.text("objective_class") or objective.get((row.subject, row.filename)),
         )
         for row in rows
     ]
 
-    on_disk = c.clip_dirs_under(snapshot, frames_dir, CLIP_PATTERN, 2)
-    key_of = c.subject_folder_key(canonical_subject, 2)
-    exclusions += c.folders_without_rows(snapshot, sheet, on_disk, candidates, key_of)
+    exclusions += c.subject_folders_without_rows(
+        snapshot, sheet, frames_dir, CLIP_PATTERN, 2, canonical_subject, candidates
+    )
     return candidates, exclusions

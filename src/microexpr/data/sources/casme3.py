@@ -144,7 +144,7 @@ def parse(snapshot: Snapshot, options: dict[str, Any]) -> tuple[list[Candidate],
             )
         )
 
-    on_disk = c.clip_dirs_under(snapshot, frames_dir, CLIP_PATTERN, 3)
-    key_of = c.subject_folder_key(canonical_subject, 3)
-    exclusions += c.folders_without_rows(snapshot, sheet, on_disk, candidates, key_of)
+    exclusions += c.subject_folders_without_rows(
+        snapshot, sheet, frames_dir, CLIP_PATTERN, 3, canonical_subject, candidates
+    )
     return candidates, exclusions
