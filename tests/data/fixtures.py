@@ -59,14 +59,17 @@ def _image(seed: int, ext: str) -> bytes:
     return buf.tobytes()
 
 
-def write_frames(folder: Path, numbers: tuple[int, ...], name: str, corrupt: tuple[int, ...] = ()) -> None:
+def write_frames(
+    folder: Path, numbers: tuple[int, ...], name: str, corrupt: tuple[int, ...] = (), seed_offset: int = 0
+) -> None:
     """Write one tiny image per frame number, named ``name.format(n)``, in shuffled order (listing order is
-    arbitrary on real file systems); frames in ``corrupt`` are cut in half (truncated JPEG/BMP)."""
+    arbitrary on real file systems); frames in ``corrupt`` are cut in half (truncated JPEG/BMP). ``seed_offset``
+    gives a second set of the same frames other pixels (a dataset's provided crops beside its raw frames)."""
     folder.mkdir(parents=True, exist_ok=True)
     order = list(numbers)
     random.Random(len(order)).shuffle(order)
     for n in order:
-        data = _image(n, Path(name).suffix)
+        data = _image(n + seed_offset, Path(name).suffix)
         if n in corrupt:
             data = data[: len(data) // 2]
         (folder / name.format(n)).write_bytes(data)
@@ -157,15 +160,26 @@ def casme2_sheet(version: str) -> list[list[object]]:
     return rows
 
 
-def make_casme2(root: Path, version: str = "20140508", layout: str = "raw") -> Fixture:
-    """CASME II under ``root``: ``CASME2_RAW_selected/subXX/<Filename>/img<N>.jpg`` (``layout="raw"``) or
-    ``Cropped/subXX/<Filename>/reg_img<N>.jpg`` (``layout="cropped"``) plus one coding sheet version."""
-    folder, name = {"raw": ("CASME2_RAW_selected", "img{}.jpg"), "cropped": ("Cropped", "reg_img{}.jpg")}[
-        layout
-    ]
+CROPS_SEED_OFFSET = 1000  # provided crops differ in pixels from the raw frame of the same number
+
+
+def make_casme2(
+    root: Path, version: str = "20140508", layout: str = "raw", crops_folder: str = "Cropped"
+) -> Fixture:
+    """CASME II under ``root``: ``CASME2_RAW_selected/subXX/<Filename>/img<N>.jpg`` (``layout="raw"``),
+    ``<crops_folder>/subXX/<Filename>/reg_img<N>.jpg`` (``layout="cropped"``), or both as a full copy holds them
+    (``layout="raw+cropped"``: the provided crops, other pixels, beside the raw frames), plus one coding sheet."""
+    if layout not in ("raw", "cropped", "raw+cropped"):
+        raise ValueError(f"layout must be raw, cropped or raw+cropped, not {layout!r}")
     for c in CASME2_CLIPS:
-        if c.frames is not None:
-            write_frames(root / folder / f"sub{c.subject:02d}" / c.filename, c.frames, name, c.corrupt)
+        if c.frames is None:
+            continue
+        clip = Path(f"sub{c.subject:02d}") / c.filename
+        if layout != "cropped":
+            write_frames(root / "CASME2_RAW_selected" / clip, c.frames, "img{}.jpg", c.corrupt)
+        if layout != "raw":
+            offset = CROPS_SEED_OFFSET if layout == "raw+cropped" else 0
+            write_frames(root / crops_folder / clip, c.frames, "reg_img{}.jpg", c.corrupt, seed_offset=offset)
     write_xlsx(root / CASME2_FILES[version], casme2_sheet(version))
     return Fixture(root, {("casme2", f"sub{c.subject:02d}", c.filename) for c in CASME2_CLIPS})
 
@@ -345,15 +359,20 @@ MEGC_GT: tuple[tuple[str, str, str, int], ...] = (
     ("casme2", "sub02", "EP06_02_01", 0),  # kept (negative), missing_frames [13]
     ("casme2", "sub02", "EP03_01", 2),  # matched, but no folder on disk -> clip_dir_missing
     ("casme2", "sub02", "EP77_01", 0),  # nothing on disk or in the sheet -> gt_row_unmatched
+    ("casme2", "sub02", "EP13_04", 2),  # kept (surprise) although its emotion cell (fear) is dropped by megc3
     ("samm", "6", "006_1_2", 0),  # kept; GT writes SAMM subject 006 as 6
     ("samm", "6", "006_1_3", 1),  # kept
     ("smic", "s01", "s01_ne_01", 0),  # kept; disk s1/.../s1_ne_01
     ("smic", "s01", "s01_po_01", 1),  # kept
     ("smic", "s02", "s02_sur_01", 2),  # kept
 )
-# Outcome under label set megc3 with default options: 7 kept; exclusions: not_in_ground_truth 10 (casme2 6 of its
-# 9 sheet rows, samm 4 of 6), no_annotation_row 1 (casme2 EP99_99), not_micro 1 (smic), gt_row_unmatched 1
-# (EP77_01), clip_dir_missing 1 (EP03_01).
+# Outcome under label set megc3 (the default) with default options: 8 kept (negative 3, positive 3, surprise 2);
+# exclusions: not_in_ground_truth 9 (casme2 5 of its 9 sheet rows, samm 4 of 6), no_annotation_row 1 (casme2
+# EP99_99), not_micro 1 (smic), gt_row_unmatched 1 (EP77_01), clip_dir_missing 1 (EP03_01).
+MEGC_GT_NOT_KEPT: dict[tuple[str, str], str] = {
+    ("sub02", "EP03_01"): "clip_dir_missing",
+    ("sub02", "EP77_01"): "gt_row_unmatched",
+}
 
 
 def make_megc2019(base: Path, blank_lines: bool = False) -> tuple[dict[str, Path], set[Key]]:

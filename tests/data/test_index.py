@@ -119,14 +119,14 @@ def test_golden_counts(tmp_path, name, make, label_set, options, kept, reasons):
 
 @pytest.mark.parametrize("blank_lines", [False, True])
 def test_golden_counts_megc2019(tmp_path, blank_lines):
-    """7 kept (casme2 2, samm 2, smic 3); exclusions as listed under MEGC_GT in fixtures.py."""
+    """No label set given: the composite's default (megc3); 8 kept; exclusions as listed under MEGC_GT."""
     roots, raw_keys = fx.make_megc2019(tmp_path, blank_lines)
     snapshot = RawDatasetSource(source="megc2019", roots={k: str(v) for k, v in roots.items()}).load()
-    index, exclusions = build_sample_index(snapshot, LABELS, "megc3", None, {})
-    assert len(index) == 7
+    index, exclusions = build_sample_index(snapshot, LABELS, None, None, {})
+    assert len(index) == 8 and set(index["label_set"]) == {"megc3"}
     assert Counter(exclusions["reason_code"]) == Counter(
         {
-            "not_in_ground_truth": 10,
+            "not_in_ground_truth": 9,
             "no_annotation_row": 1,
             "not_micro": 1,
             "gt_row_unmatched": 1,
@@ -139,6 +139,9 @@ def test_golden_counts_megc2019(tmp_path, blank_lines):
     assert rows.loc["samm/006/006_1_2", "fold_subject"] == "samm/006"
     assert rows.loc["smic_hs/s01/s1_ne_01", "root"] == str(roots["smic_hs"].resolve())
     assert rows.loc["smic_hs/s02/s2_sur_01", "apex_source"] == "midpoint"
+    # the GT keeps as surprise a clip whose emotion cell (fear) megc3's CASME II rule drops; the note says so
+    assert rows.loc["casme2/sub02/EP13_04", "label"] == "surprise"
+    assert any("'fear'" in note and "label_dropped" in note for note in rows.loc["casme2/sub02/EP13_04", "notes"])
 
 
 def test_index_row_contents(tmp_path):
@@ -346,11 +349,19 @@ def test_options_are_validated():
         resolve_options({"on_corrupt_frame": "ignore"})
     with pytest.raises(ValueError, match="missing_apex_by_dataset.samm"):
         resolve_options({"missing_apex_by_dataset": {"samm": "guess"}})
+    with pytest.raises(ValueError, match="'sub18' is not '<dataset>/<subject>'"):
+        resolve_options({"exclude_subjects": {"sub18": "reference"}})
+    with pytest.raises(ValueError, match="casme2/sub18: give the reason"):
+        resolve_options({"exclude_subjects": {"casme2/sub18": " "}})
+    with pytest.raises(ValueError, match="must map fold subjects"):
+        resolve_options({"exclude_subjects": ["casme2/sub18"]})
+    with pytest.raises(ValueError, match="warn_label_excluded_fraction"):
+        resolve_options({"warn_label_excluded_fraction": 25})
 
 
 def test_unknown_label_set_and_reader_options(tmp_path):
     fx.make_casme2(tmp_path)
-    with pytest.raises(ValueError, match="unknown label set 'emotion9'"):
+    with pytest.raises(ValueError, match="unknown label set 'emotion9'.*for dataset 'casme2' use emotion5 \\(default\\)"):
         build("casme2", tmp_path, "emotion9")
     with pytest.raises(ValueError, match="frame_dir"):
         build("casme2", tmp_path, "emotion5", reader={"frame_dir": "x"})

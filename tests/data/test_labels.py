@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from microexpr.data.labels import (
+    LABEL_REASON_CODES,
     REASON_DATASET_NOT_IN_LABEL_SET,
     REASON_LABEL_DROPPED,
     REASON_MISSING_EMOTION,
@@ -18,9 +20,14 @@ from microexpr.data.labels import (
     REASON_UNKNOWN_GROUND_TRUTH,
     LabelConfigError,
     LabelSet,
+    LabelSetMismatch,
+    applicable_label_sets,
+    default_label_sets,
     load_label_sets,
     normalise_emotion,
+    resolve_label_set,
 )
+from microexpr.data.sources import SOURCES
 
 LABELS_YML = Path(__file__).resolve().parents[2] / "conf" / "base" / "labels.yml"
 KNOWN_DATASETS = {
@@ -66,6 +73,8 @@ MMEW_RAW = {
 }
 CASME3_RAW = {"disgust": 247, "surprise": 184, "fear": 83, "anger": 64, "sad": 55, "happy": 54, "Others": 173}
 SMIC_RAW = {"negative": 70, "positive": 51, "surprise": 43}
+# CASME II's 255-row sheet as the MOL paper splits it (reference_models.md: surprise 28, sadness 4).
+CASME2_255 = {**CASME2_RAW, "surprise": 28}
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +273,110 @@ def test_megc2019_labels_come_from_ground_truth(label_sets: dict[str, LabelSet])
     assert megc3.assign("megc2019", "happiness").reason_code == REASON_MISSING_GROUND_TRUTH
     unknown = megc3.assign("megc2019", None, ground_truth=7)
     assert unknown.reason_code == REASON_UNKNOWN_GROUND_TRUTH and "7" in unknown.reason
+
+
+def test_mmnet_ref3_is_the_reference_mapping(label_sets: dict[str, LabelSet]) -> None:
+    """MMNet CASME2_3.py: happiness 0, surprise 1, {repression, disgust, fear, sadness} 2 -> 156 samples."""
+    ref3 = label_sets["mmnet_ref3"]
+    assert ref3.classes == ("positive", "surprise", "negative")
+    counts = _counts(ref3, "casme2", CASME2_255)
+    assert counts == {"positive": 32, "surprise": 28, "negative": 96, REASON_LABEL_DROPPED: 99}
+    assert sum(counts[c] for c in ref3.classes) == 156
+    megc3 = _counts(label_sets["megc3"], "casme2", CASME2_255)
+    assert counts["negative"] - megc3["negative"] == CASME2_255["fear"] + CASME2_255["sadness"]
+    assert ref3.rule("synthetic").alias_of == "casme2"
+    assert [ref3.assign("casme2", e).label_id for e in ("happiness", "surprise", "fear")] == [0, 1, 2]
+
+
+def test_every_dataset_has_a_default_that_labels_it(
+    raw_config: dict, label_sets: dict[str, LabelSet]
+) -> None:
+    defaults = default_label_sets(raw_config)
+    assert set(defaults) == set(SOURCES)
+    for dataset, name in defaults.items():
+        assert label_sets[name].supports(dataset)
+        assert resolve_label_set(raw_config, dataset, None) == name
+        assert resolve_label_set(raw_config, dataset, "  ") == name
+    assert defaults["megc2019"] == "megc3" and defaults["casme2"] == "emotion5"
+    assert {defaults[d] for d in ("smic_hs", "smic_vis", "smic_nir")} == {"megc3"}
+
+
+def test_composite_takes_only_sets_with_a_rule_for_it(
+    raw_config: dict, label_sets: dict[str, LabelSet]
+) -> None:
+    assert applicable_label_sets(label_sets, "megc2019") == ("megc3", "native")
+    assert resolve_label_set(raw_config, "megc2019", "native") == "native"
+    with pytest.raises(LabelSetMismatch) as error:
+        resolve_label_set(raw_config, "megc2019", "emotion5")
+    message = str(error.value)
+    for part in (
+        "'emotion5'",
+        "'megc2019'",
+        "ground-truth file: negative, positive, surprise",
+        "megc3 (default), native",
+    ):
+        assert part in message, (part, message)
+
+
+def test_explicit_set_without_a_rule_for_the_dataset_fails(raw_config: dict) -> None:
+    with pytest.raises(
+        LabelSetMismatch, match=r"'mmew4' cannot label dataset 'smic_hs'.*megc3 \(default\), native"
+    ):
+        resolve_label_set(raw_config, "smic_hs", "mmew4")
+    with pytest.raises(
+        ValueError, match=r"unknown label set 'megc5'.*for dataset 'samm' use emotion5 \(default\)"
+    ):
+        resolve_label_set(raw_config, "samm", "megc5")
+    no_defaults = {"label_sets": raw_config["label_sets"]}
+    with pytest.raises(LabelSetMismatch, match=r"'casme2' has no default label set.*emotion5, megc3"):
+        resolve_label_set(no_defaults, "casme2", None)
+
+
+def test_docs_label_set_table_matches_labels_yml(raw_config: dict, label_sets: dict[str, LabelSet]) -> None:
+    """docs/datasets.md#label-sets: every dataset once, its applicable sets and its default as labels.yml says."""
+    text = (LABELS_YML.parents[2] / "docs" / "datasets.md").read_text(encoding="utf-8")
+    table = text.split("| dataset | label sets that apply | default |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:4] for line in table.strip().splitlines()[1:]]
+    defaults = default_label_sets(raw_config)
+    documented: set[str] = set()
+    for datasets_cell, sets_cell, default_cell in rows:
+        names = re.findall(r"`([a-z0-9_]+)`", sets_cell)
+        for dataset in re.findall(r"`([a-z0-9_]+)`", datasets_cell):
+            documented.add(dataset)
+            assert set(names) == set(applicable_label_sets(label_sets, dataset)), dataset
+            assert default_cell.strip() == f"`{defaults[dataset]}`", dataset
+    assert documented == set(SOURCES)
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ({"casme2": "emotion7"}, r"defaults, dataset 'casme2': label set 'emotion7' is not defined"),
+        (
+            {"smic_hs": "emotion5"},
+            r"defaults, dataset 'smic_hs': label set 'emotion5' has no rule for 'smic_hs'",
+        ),
+        (["casme2"], r"'defaults' must be a mapping"),
+    ],
+)
+def test_broken_defaults_are_refused(raw_config: dict, defaults: object, message: str) -> None:
+    with pytest.raises(LabelConfigError, match=message):
+        load_label_sets({**raw_config, "defaults": defaults})
+
+
+def test_composite_label_comes_from_its_own_rule(label_sets: dict[str, LabelSet]) -> None:
+    """Under emotion5 a member rule cannot express positive/negative; the composite rule of megc3 and native can."""
+    assert label_sets["emotion5"].assign("casme2", "happiness", ground_truth=1).reason_code == (
+        REASON_UNKNOWN_GROUND_TRUTH
+    )
+    for name in ("megc3", "native"):
+        composite = label_sets[name].assign("megc2019", "happiness", ground_truth=1, compare_with="casme2")
+        assert (composite.label, composite.label_id, composite.note) == ("positive", 1, None)
+    overruled = label_sets["megc3"].assign("megc2019", "fear", ground_truth=2, compare_with="casme2")
+    assert overruled.label == "surprise" and "'fear'" in overruled.note and "casme2" in overruled.note
+    # native's CASME II classes differ from the composite's: no comparison, no note
+    assert label_sets["native"].assign("megc2019", "fear", ground_truth=2, compare_with="casme2").note is None
+    assert REASON_UNKNOWN_GROUND_TRUTH in LABEL_REASON_CODES and REASON_LABEL_DROPPED in LABEL_REASON_CODES
 
 
 def test_ground_truth_wins_for_member_datasets_and_disagreement_is_noted(

@@ -1,7 +1,10 @@
 """Ingest stage: raw dataset folder -> versioned ``sample_index`` + ``sample_exclusions``.
 
 For ``dataset: synthetic`` the first node writes the synthetic set (CASME II layout) into its raw root; for any
-other dataset that node yields nothing to write and the real raw folder is read as it is.
+other dataset that node yields nothing to write and the real raw folder is read as it is. The node's face input
+is a loader (catalog ``face_photos``: ``FacePhotoLoader``) called only for the synthetic set, so a real-data ingest
+never decodes the photos or warns about them. ``label_set`` null means the dataset's default label set
+(conf/base/labels.yml ``defaults``); the resolved name is the index's ``label_set`` column.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -17,13 +21,31 @@ from kedro.pipeline import Node, Pipeline
 
 from microexpr.data.index import build_sample_index
 from microexpr.data.records import Snapshot
-from microexpr.data.synthetic import generate_synthetic_dataset
+from microexpr.data.synthetic import FacePhotos, SyntheticChunk, generate_synthetic_dataset
 
 logger = logging.getLogger(__name__)
 
 
 class ConfigurationMismatch(ValueError):
     """The ``dataset`` parameter and the raw source the catalog reads disagree."""
+
+
+_NOT_LOADED = FacePhotos(images={}, provenance="not read: the selected dataset is not synthetic")
+
+
+def write_synthetic_dataset(
+    dataset: str, synthetic: dict[str, Any], face_photos: Callable[[], FacePhotos] | FacePhotos
+) -> Iterator[SyntheticChunk]:
+    """Node (generator): the synthetic set's chunks for ``dataset == "synthetic"``, else one SyntheticSkipped.
+
+    ``face_photos`` is called (read) only for the synthetic set; an already-read FacePhotos (a catalog entry of
+    type FacePhotoFolder) is used as it is.
+    """
+    if dataset != "synthetic":
+        yield from generate_synthetic_dataset(dataset, synthetic, _NOT_LOADED)
+        return
+    photos = face_photos() if callable(face_photos) else face_photos
+    yield from generate_synthetic_dataset(dataset, synthetic, photos)
 
 
 def check_source(snapshot: Snapshot, dataset: str) -> None:
@@ -46,10 +68,13 @@ def check_synthetic_manifest(snapshot: Snapshot, manifest: dict[str, Any]) -> No
     if snapshot.dataset != "synthetic":
         return
     if not manifest.get("generated", True):
-        raise ConfigurationMismatch(f"dataset is 'synthetic' but no synthetic set was generated in {snapshot.root}")
+        raise ConfigurationMismatch(
+            f"dataset is 'synthetic' but no synthetic set was generated in {snapshot.root}"
+        )
     on_disk = set(snapshot.dirs)
     missing = [
-        f"{c['subject']}/{c['clip']}" for c in manifest.get("clips", [])
+        f"{c['subject']}/{c['clip']}"
+        for c in manifest.get("clips", [])
         if f"CASME2_RAW_selected/{c['subject']}/{c['clip']}" not in on_disk
     ]
     if missing:
@@ -87,10 +112,11 @@ def index_raw_dataset(
     label_maps: dict[str, Any],
     annotation_corrections: pd.DataFrame,
     dataset: str,
-    label_set: str,
+    label_set: str | None,
     ingest: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Node: build the sample index and the exclusions table of the selected raw dataset."""
+    """Node: build the sample index and the exclusions table of the selected raw dataset (``label_set`` None:
+    the dataset's default)."""
     check_source(raw_dataset, dataset)
     check_synthetic_manifest(raw_dataset, synthetic_manifest)
     index, exclusions = build_sample_index(raw_dataset, label_maps, label_set, annotation_corrections, ingest)
@@ -112,7 +138,9 @@ def summarise_index(sample_index: pd.DataFrame, sample_exclusions: pd.DataFrame)
         "datasets": sorted(sample_index["dataset"].unique().tolist()),
         "label_set": str(sample_index["label_set"].iloc[0]) if len(sample_index) else None,
         "per_class": {str(k): int(v) for k, v in sample_index["label"].value_counts().sort_index().items()},
-        "per_subject": {str(k): int(v) for k, v in sample_index["fold_subject"].value_counts().sort_index().items()},
+        "per_subject": {
+            str(k): int(v) for k, v in sample_index["fold_subject"].value_counts().sort_index().items()
+        },
         "n_excluded": int(len(sample_exclusions)),
         "excluded_by_reason": {
             str(k): int(v) for k, v in sample_exclusions["reason_code"].value_counts().sort_index().items()
@@ -125,7 +153,7 @@ def create_ingest_pipeline() -> Pipeline:
     return Pipeline(
         [
             Node(
-                generate_synthetic_dataset,
+                write_synthetic_dataset,
                 inputs=["params:dataset", "params:synthetic", "face_photos"],
                 outputs="synthetic_raw",
                 name="generate_synthetic_dataset",

@@ -10,14 +10,21 @@ exclusion, with the policies below (``options``; defaults in ``DEFAULT_OPTIONS``
         "missing_apex_by_dataset": {"smic_hs": "midpoint", "smic_vis": "midpoint", "smic_nir": "midpoint"},
         "missing_frames": "record",      # or "exclude": frames missing inside onset..offset
         "on_corrupt_frame": "exclude",   # or "error": raise, naming the sample and the file
+        "exclude_subjects": {},          # {"casme2/sub18": "why"}: every sample of the subject -> subject_excluded
+        "warn_label_excluded_fraction": 0.25,  # WARNING when the label set excludes more of the labelled samples
     }
 
-A repeated sample id is a ``duplicate`` before anything else (the first occurrence, in parser order, is used).
-Then, in order (the first failing check names the exclusion): clip folder found and inside the root; onset and
-offset present with onset <= offset; label under the chosen label set; apex present (or the missing-apex policy)
-and inside onset..offset; frames in onset..offset present, unique and intact (corrupt -> ``corrupt_frame``,
-missing -> ``missing_frames`` policy; a missing onset or annotated apex frame always excludes). Parsers' own
-exclusions are passed through unchanged.
+Label set: ``label_set`` None means the dataset's default (labels.yml ``defaults``); a set without a rule for the
+dataset is refused before anything is read (``microexpr.data.labels.resolve_label_set``). The resolved name is the
+index's ``label_set`` column. A composite's samples (megc2019) are labelled by the composite's rule, from its
+ground truth, although they keep their member's ``dataset``.
+
+A repeated sample id is a ``duplicate`` before anything else (the first occurrence, in parser order, is used),
+then a subject listed in ``exclude_subjects`` is ``subject_excluded``. Then, in order (the first failing check
+names the exclusion): clip folder found and inside the root; onset and offset present with onset <= offset; label
+under the chosen label set; apex present (or the missing-apex policy) and inside onset..offset; frames in
+onset..offset present, unique and intact (corrupt -> ``corrupt_frame``, missing -> ``missing_frames`` policy; a
+missing onset or annotated apex frame always excludes). Parsers' own exclusions are passed through unchanged.
 """
 
 from __future__ import annotations
@@ -32,9 +39,17 @@ from typing import Any
 import pandas as pd
 
 from microexpr.data.au import parse_au_string
-from microexpr.data.labels import LabelSet, load_label_sets, normalise_emotion
+from microexpr.data.labels import (
+    LABEL_REASON_CODES,
+    REASON_LABEL_DROPPED,
+    REASON_UNKNOWN_EMOTION,
+    LabelSet,
+    load_label_sets,
+    normalise_emotion,
+    resolve_label_set,
+)
 from microexpr.data.records import EXCLUSION_COLUMNS, Candidate, Exclusion, Snapshot
-from microexpr.data.sources import get_source
+from microexpr.data.sources import SOURCES, get_source
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +93,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "missing_apex_by_dataset": {"smic_hs": "midpoint", "smic_vis": "midpoint", "smic_nir": "midpoint"},
     "missing_frames": "record",
     "on_corrupt_frame": "exclude",
+    # fold subject ("casme2/sub18") -> why; e.g. the MMNet 3-class reference never uses CASME II sub18
+    "exclude_subjects": {},
+    # a WARNING lists the reasons when the label set excludes more than this fraction of the samples it labels
+    "warn_label_excluded_fraction": 0.25,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "missing_apex": ("exclude", "midpoint"),
@@ -103,6 +122,18 @@ BUILDER_REASON_CODES: tuple[str, ...] = (
     "onset_frame_missing",
     "apex_frame_missing",
     "duplicate",
+    "subject_excluded",
+)
+# Exclusions decided before the label check: these samples never reach the label set.
+_BEFORE_LABEL_CODES = frozenset(
+    {
+        "duplicate",
+        "subject_excluded",
+        "clip_dir_missing",
+        "path_escapes_root",
+        "missing_onset_offset",
+        "onset_after_offset",
+    }
 )
 
 
@@ -140,7 +171,36 @@ def resolve_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"ingest option missing_apex_by_dataset.{dataset} must be one of {_CHOICES['missing_apex']}, "
                 f"not {policy!r}"
             )
+    resolved["exclude_subjects"] = _check_excluded_subjects(resolved["exclude_subjects"])
+    fraction = resolved["warn_label_excluded_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+        raise ValueError(
+            f"ingest option warn_label_excluded_fraction must be a number in [0, 1], not {fraction!r}"
+        )
     return resolved
+
+
+def _check_excluded_subjects(given: object) -> dict[str, str]:
+    """``exclude_subjects`` as {"<dataset>/<subject>": reason}: known dataset names, a non-empty reason each."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise ValueError(
+            "ingest option exclude_subjects must map fold subjects to the reason, e.g. "
+            f"{{'casme2/sub18': 'the reference code never uses it'}}, not {given!r}"
+        )
+    checked: dict[str, str] = {}
+    for subject, reason in given.items():
+        dataset, _, name = str(subject).partition("/")
+        if dataset not in SOURCES or not name.strip():
+            raise ValueError(
+                f"ingest option exclude_subjects: {subject!r} is not '<dataset>/<subject>' with a dataset among "
+                f"{', '.join(SOURCES)}"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"ingest option exclude_subjects.{subject}: give the reason (a non-empty text)")
+        checked[f"{dataset}/{name.strip()}"] = reason.strip()
+    return checked
 
 
 # ----------------------------------------------------------------------------------------------- corrections
@@ -254,10 +314,48 @@ def _nearest_present(target: int, present: Sequence[int]) -> int:
     return min(present, key=lambda n: (abs(n - target), n))
 
 
+def _subject_key_of(fold_subject: str) -> tuple[str, str]:
+    """``casme2/sub18`` -> (``casme2``, loose subject key), matched like the corrections table's subjects."""
+    dataset, _, subject = fold_subject.partition("/")
+    return dataset, _subject_key(subject)
+
+
+def excluded_subject(c: Candidate, exclude_subjects: Mapping[str, str]) -> str | None:
+    """The ``exclude_subjects`` entry (``casme2/sub18``) that names the Candidate's subject, or None."""
+    for name in exclude_subjects:
+        if _subject_key_of(name) == (c.dataset, _subject_key(c.subject)):
+            return name
+    return None
+
+
+def _subject_exclusion(c: Candidate, name: str, why: str) -> Exclusion:
+    return _exclusion(
+        c, "subject_excluded", f"subject {name} is excluded by ingest option exclude_subjects: {why}"
+    )
+
+
+def _warn_unused_subject_exclusions(
+    exclude_subjects: Mapping[str, str], used: set[str], datasets_in_run: set[str]
+) -> None:
+    """An ``exclude_subjects`` entry for a dataset of this run that matched no sample is probably mistyped."""
+    for name in exclude_subjects:
+        if name not in used and name.partition("/")[0] in datasets_in_run:
+            logger.warning(
+                "ingest option exclude_subjects lists %s, which matches no sample of this run", name
+            )
+
+
 def _apply_policies(
-    item: CorrectedCandidate, root: str, opts: Mapping[str, Any], label_set: LabelSet
+    item: CorrectedCandidate,
+    root: str,
+    opts: Mapping[str, Any],
+    label_set: LabelSet,
+    composite: str | None = None,
 ) -> dict[str, Any] | Exclusion:
-    """One Candidate -> one index row (dict) or one Exclusion; raises only for ``on_corrupt_frame: error``."""
+    """One Candidate -> one index row (dict) or one Exclusion; raises only for ``on_corrupt_frame: error``.
+
+    ``composite``: the composite dataset (megc2019) whose rule labels the sample; None labels it by its own dataset.
+    """
     c = item.candidate
     notes = list(c.notes)
     if c.clip_dir is None:
@@ -272,7 +370,12 @@ def _apply_policies(
     if c.onset > c.offset:
         return _exclusion(c, "onset_after_offset", f"onset {c.onset} is after offset {c.offset}")
 
-    assignment = label_set.assign(c.dataset, c.emotion_raw, ground_truth=c.label_override)
+    if composite is None:
+        assignment = label_set.assign(c.dataset, c.emotion_raw, ground_truth=c.label_override)
+    else:
+        assignment = label_set.assign(
+            composite, c.emotion_raw, ground_truth=c.label_override, compare_with=c.dataset
+        )
     if assignment.label is None:
         return _exclusion(c, assignment.reason_code or "unlabelled", assignment.reason or "no label")
     if getattr(assignment, "note", None):
@@ -430,25 +533,60 @@ def _log_summary(index: pd.DataFrame, excluded: Sequence[Exclusion], dataset: st
         )
 
 
+def label_exclusion_counts(excluded: Sequence[Exclusion]) -> Counter:
+    """Exclusions made by the label set, per reason code."""
+    return Counter(e.reason_code for e in excluded if e.reason_code in LABEL_REASON_CODES)
+
+
+def label_exclusion_warning(
+    label_counts: Mapping[str, int],
+    emotions: Mapping[str, int],
+    reached: int,
+    threshold: float,
+    dataset: str,
+    label_set: str,
+) -> str | None:
+    """The WARNING text when the label set excluded more than ``threshold`` of the ``reached`` samples (those that
+    got to the label check), with per-reason counts and the dropped/unknown emotions; None at or below it."""
+    n_excluded = sum(label_counts.values())
+    if reached == 0 or n_excluded / reached <= threshold:
+        return None
+    reasons = ", ".join(
+        f"{code} {n}" for code, n in sorted(label_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    by_emotion = ", ".join(
+        f"{e or '(none)'} {n}" for e, n in sorted(emotions.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return (
+        f"label set {label_set} excluded {n_excluded} of the {reached} {dataset} samples it had to label "
+        f"({n_excluded / reached:.0%}, above warn_label_excluded_fraction {threshold:.0%}): {reasons}"
+        + (f"; excluded emotions: {by_emotion}" if by_emotion else "")
+        + ". Check that this label set is the protocol you meant (docs/datasets.md#label-sets)."
+    )
+
+
 def build_sample_index(
     snapshot: Snapshot,
     label_sets_cfg: Mapping[str, Any],
-    label_set: str,
+    label_set: str | None,
     corrections: pd.DataFrame | None,
     options: Mapping[str, Any] | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Sample index and exclusions of one raw dataset (or composite) under one label set.
 
-    Every raw sample the parser saw ends in exactly one of the two tables (asserted for the builder's part:
-    ``len(candidates) == len(index) + len(new exclusions)``). Raises CorruptFrameError under
+    ``label_set`` None uses the dataset's default (labels.yml ``defaults``). Every raw sample the parser saw ends
+    in exactly one of the two tables (asserted for the builder's part: ``len(candidates) == len(index) + len(new
+    exclusions)``). Raises LabelSetMismatch for a label set that cannot label the dataset, CorruptFrameError under
     ``on_corrupt_frame: error``, ValueError for bad options/corrections/label set, RawDataError for unreadable data.
     """
     opts = resolve_options(options)
-    sets = load_label_sets(label_sets_cfg)
-    if label_set not in sets:
-        raise ValueError(f"unknown label set {label_set!r}; labels.yml defines {', '.join(sets)}")
-    chosen = sets[label_set]
+    name = resolve_label_set(label_sets_cfg, snapshot.dataset, label_set)
+    chosen = load_label_sets(label_sets_cfg)[name]
+    logger.info(
+        "label set %s for dataset %s%s", name, snapshot.dataset, "" if label_set else " (its default)"
+    )
     spec = get_source(snapshot.dataset)
+    composite = snapshot.dataset if spec.parts else None
     candidates, parsed_out = spec.parser()(snapshot, {**spec.options, **opts["reader"]})
     datasets_in_run = {c.dataset for c in candidates} | {e.dataset for e in parsed_out} | {snapshot.dataset}
     corrected = apply_corrections(candidates, corrections, datasets_in_run)
@@ -456,6 +594,8 @@ def build_sample_index(
     rows: list[dict[str, Any]] = []
     excluded: list[Exclusion] = []
     first_source: dict[tuple[str, str, str], str] = {}
+    subjects_used: set[str] = set()
+    label_emotions: Counter = Counter()
     for item in corrected:
         c = item.candidate
         if c.key in first_source:
@@ -464,17 +604,36 @@ def build_sample_index(
             )
             continue
         first_source[c.key] = c.source
-        result = _apply_policies(item, _root_of(snapshot, c.dataset), opts, chosen)
+        subject = excluded_subject(c, opts["exclude_subjects"])
+        if subject is not None:
+            subjects_used.add(subject)
+            excluded.append(_subject_exclusion(c, subject, opts["exclude_subjects"][subject]))
+            continue
+        result = _apply_policies(item, _root_of(snapshot, c.dataset), opts, chosen, composite)
         if isinstance(result, Exclusion):
             excluded.append(result)
+            if result.reason_code in (REASON_LABEL_DROPPED, REASON_UNKNOWN_EMOTION):
+                label_emotions[normalise_emotion(c.emotion_raw)] += 1
         else:
             rows.append(result)
     assert len(candidates) == len(rows) + len(excluded), (
         "every candidate must give one index row or one exclusion"
     )
+    _warn_unused_subject_exclusions(opts["exclude_subjects"], subjects_used, datasets_in_run)
 
     index = _index_frame(rows)
-    _log_summary(index, [*parsed_out, *excluded], snapshot.dataset, label_set)
+    _log_summary(index, [*parsed_out, *excluded], snapshot.dataset, name)
+    reached = sum(1 for e in excluded if e.reason_code not in _BEFORE_LABEL_CODES) + len(rows)
+    warning = label_exclusion_warning(
+        label_exclusion_counts(excluded),
+        label_emotions,
+        reached,
+        opts["warn_label_excluded_fraction"],
+        snapshot.dataset,
+        name,
+    )
+    if warning:
+        logger.warning(warning)
     return index, exclusions_frame([*parsed_out, *excluded])
 
 
@@ -488,7 +647,10 @@ __all__ = [
     "CorruptFrameError",
     "apply_corrections",
     "build_sample_index",
+    "excluded_subject",
     "exclusions_frame",
+    "label_exclusion_counts",
+    "label_exclusion_warning",
     "resolve_options",
     "validate_corrections",
 ]

@@ -5,7 +5,11 @@ Contract used by the index builder:
     LabelSet.from_config(name, cfg) / load_label_sets(cfg: dict) -> dict[str, LabelSet]
     LabelSet.classes -> tuple[str, ...]                 class order = label_id (sets with one shared class list)
     LabelSet.classes_for(dataset) -> tuple[str, ...]    class order for one dataset (always works)
-    LabelSet.assign(dataset, emotion_raw, ground_truth=None) -> Assignment(label, label_id, reason_code, reason)
+    LabelSet.assign(dataset, emotion_raw, ground_truth=None, compare_with=None)
+        -> Assignment(label, label_id, reason_code, reason)
+    default_label_sets(cfg) -> dict[str, str]           dataset -> its natural label set (``defaults:`` below)
+    applicable_label_sets(sets, dataset) -> tuple[str, ...]   the label sets with a rule for the dataset
+    resolve_label_set(cfg, dataset, requested) -> str   requested (checked) or the dataset's default
 
 YAML schema of one label set (``label_sets: {<name>: ...}``)::
 
@@ -25,10 +29,17 @@ YAML schema of one label set (``label_sets: {<name>: ...}``)::
       <composite>: {from_ground_truth: true}   the label must come from a ground-truth file (megc2019)
 
 Ground truth: ``assign(..., ground_truth=g)`` with ``g`` not None labels the sample from ``g`` (an integer code
-decoded through ``ground_truth_codes``, or a class name) for *any* dataset of the set - so the MEGC2019 composite
-works whether its rows carry ``megc2019`` or their member dataset (``casme2``, ``samm``, ``smic_hs``). The
-emotion cell is then only compared with it: ``Assignment.note`` says when the emotion map would disagree. A
-``from_ground_truth`` dataset without ``g`` is ``missing_ground_truth``.
+decoded through ``ground_truth_codes``, or a class name) for any dataset of the set. The emotion cell is then only
+compared with it: ``Assignment.note`` says when the emotion map would disagree. A ``from_ground_truth`` dataset
+without ``g`` is ``missing_ground_truth``. A composite's samples keep their member's ``dataset`` but are labelled
+under the *composite's* rule (the index builder calls ``assign("megc2019", ..., compare_with="casme2")``), so a
+label set labels a composite exactly when it has a rule for it; ``compare_with`` names the member whose emotion
+rule the note compares with (only when that rule has the same class list).
+
+Defaults (top-level ``defaults: {<dataset>: <label set>}`` next to ``label_sets``): the label set a dataset uses
+when none is requested. Each must name a defined set with a rule for that dataset. ``resolve_label_set`` returns the
+requested set after checking it has a rule for the dataset; otherwise it raises :class:`LabelSetMismatch` naming
+the dataset, the set and the sets that would work (the default first).
 
 Emotion keys must be written in ``normalise_emotion`` form. Validation rejects: unknown keys, map targets that are
 not classes, an emotion both kept/mapped and dropped, a class no emotion (or code) produces, aliases of aliases.
@@ -44,6 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 
@@ -53,6 +65,15 @@ REASON_MISSING_EMOTION = "missing_emotion"
 REASON_DATASET_NOT_IN_LABEL_SET = "dataset_not_in_label_set"
 REASON_MISSING_GROUND_TRUTH = "missing_ground_truth"
 REASON_UNKNOWN_GROUND_TRUTH = "unknown_ground_truth"
+# Every exclusion a label set makes (the index builder counts them against ``warn_label_excluded_fraction``).
+LABEL_REASON_CODES: tuple[str, ...] = (
+    REASON_LABEL_DROPPED,
+    REASON_UNKNOWN_EMOTION,
+    REASON_MISSING_EMOTION,
+    REASON_DATASET_NOT_IN_LABEL_SET,
+    REASON_MISSING_GROUND_TRUTH,
+    REASON_UNKNOWN_GROUND_TRUTH,
+)
 
 # Spellings seen across the datasets (CASME II lower case, SAMM capitalised "Other", CAS(ME)^3 "happy"/"sad",
 # SMIC folder names and clip-name codes) -> one canonical word. Anything else is only lower-cased and trimmed.
@@ -79,6 +100,10 @@ _ALIAS_KEYS = frozenset({"same_as", "note"})
 
 class LabelConfigError(ValueError):
     """labels.yml (or the dict given to load_label_sets) is malformed; the message names set, dataset and key."""
+
+
+class LabelSetMismatch(ValueError):
+    """The requested label set cannot label the dataset (no rule for it), or the dataset has no default."""
 
 
 def normalise_emotion(raw: object) -> str:
@@ -168,8 +193,14 @@ class LabelSet:
     def dropped_for(self, dataset: str) -> tuple[str, ...]:
         return self.rule(dataset).dropped
 
-    def assign(self, dataset: str, emotion_raw: object, ground_truth: object = None) -> Assignment:
-        """Label of one sample: from ``ground_truth`` when given (see module docstring), else from the emotion."""
+    def assign(
+        self, dataset: str, emotion_raw: object, ground_truth: object = None, compare_with: str | None = None
+    ) -> Assignment:
+        """Label of one sample: from ``ground_truth`` when given (see module docstring), else from the emotion.
+
+        ``compare_with``: the dataset whose emotion rule a ground-truth label is compared with for the note (a
+        composite's member); default the dataset itself.
+        """
         if dataset not in self.rules:
             return Assignment(
                 None,
@@ -179,18 +210,26 @@ class LabelSet:
                 normalise_emotion(emotion_raw),
             )
         rule = self.rules[dataset]
-        from_emotion = self._assign_from_emotion(rule, emotion_raw)
         if not _is_missing(ground_truth):
-            return self._assign_from_ground_truth(rule, ground_truth, from_emotion)
+            checked = self._comparable_rule(rule, compare_with)
+            by_emotion = self._assign_from_emotion(checked, emotion_raw) if checked else None
+            return self._assign_from_ground_truth(rule, ground_truth, emotion_raw, by_emotion, checked)
         if rule.from_ground_truth:
             return Assignment(
                 None,
                 None,
                 REASON_MISSING_GROUND_TRUTH,
                 f"no ground-truth label given; {self._where(rule)} takes it from the ground-truth file",
-                from_emotion.emotion,
+                normalise_emotion(emotion_raw),
             )
-        return from_emotion
+        return self._assign_from_emotion(rule, emotion_raw)
+
+    def _comparable_rule(self, rule: DatasetRule, compare_with: str | None) -> DatasetRule | None:
+        """The emotion rule a ground-truth label can be checked against: same class list, with an emotion map."""
+        other = self.rules.get(compare_with) if compare_with else rule
+        if other is None or not other.mapping or other.classes != rule.classes:
+            return None
+        return other
 
     def _where(self, rule: DatasetRule) -> str:
         return f"label set {self.name} for dataset {rule.describe()}"
@@ -223,8 +262,14 @@ class LabelSet:
         )
 
     def _assign_from_ground_truth(
-        self, rule: DatasetRule, ground_truth: object, from_emotion: Assignment
+        self,
+        rule: DatasetRule,
+        ground_truth: object,
+        emotion_raw: object,
+        by_emotion: Assignment | None,
+        checked: DatasetRule | None,
     ) -> Assignment:
+        emotion = normalise_emotion(emotion_raw)
         label = self._ground_truth_class(ground_truth, rule.classes)
         if label is None:
             codes = ", ".join(f"{k}={v}" for k, v in self.ground_truth_codes.items()) or "none"
@@ -234,16 +279,16 @@ class LabelSet:
                 REASON_UNKNOWN_GROUND_TRUTH,
                 f"ground-truth label {ground_truth!r} is neither a code ({codes}) nor a class"
                 f" ({', '.join(rule.classes)}) of {self._where(rule)}",
-                from_emotion.emotion,
+                emotion,
             )
         note = None
-        if rule.mapping and from_emotion.label != label:
-            by_emotion = from_emotion.label or f"{from_emotion.reason_code}"
+        if by_emotion is not None and checked is not None and by_emotion.label != label:
+            would = by_emotion.label or f"{by_emotion.reason_code}"
             note = (
-                f"ground truth says {label!r}; the emotion cell {from_emotion.emotion!r} would give {by_emotion!r}"
-                f" under {self._where(rule)}"
+                f"ground truth says {label!r}; the emotion cell {emotion!r} would give {would!r}"
+                f" under {self._where(checked)}"
             )
-        return Assignment(label, rule.classes.index(label), None, None, from_emotion.emotion, note)
+        return Assignment(label, rule.classes.index(label), None, None, emotion, note)
 
     def _ground_truth_class(self, ground_truth: object, classes: tuple[str, ...]) -> str | None:
         """An int-like code (0, "0", 0.0) through ground_truth_codes, or a class name as written in the GT file."""
@@ -254,18 +299,112 @@ class LabelSet:
         return label if label in classes else None
 
 
+_TOP_LEVEL_KEYS = frozenset({"label_sets", "defaults"})
+
+
 def load_label_sets(cfg: object) -> dict[str, LabelSet]:
-    """Validate the whole labels.yml content (``{"label_sets": {...}}``, or the inner mapping) into LabelSets."""
+    """Validate the whole labels.yml content (``{"label_sets": {...}, "defaults": {...}}``, or the inner
+    ``label_sets`` mapping) into LabelSets; the defaults are checked too when present."""
     if isinstance(cfg, Mapping) and "label_sets" in cfg:
-        extra = set(cfg) - {"label_sets"}
+        extra = set(cfg) - _TOP_LEVEL_KEYS
         if extra:
             raise LabelConfigError(
                 f"labels.yml: unexpected top-level keys {sorted(extra)} next to 'label_sets'"
+                f" (allowed: {', '.join(sorted(_TOP_LEVEL_KEYS))})"
             )
-        cfg = cfg["label_sets"]
+        sets = _load_sets(cfg["label_sets"])
+        _check_defaults(cfg.get("defaults", {}), sets)
+        return sets
+    return _load_sets(cfg)
+
+
+def _load_sets(cfg: object) -> dict[str, LabelSet]:
     if not isinstance(cfg, Mapping) or not cfg:
         raise LabelConfigError(f"labels.yml: 'label_sets' must be a non-empty mapping, got {cfg!r:.80}")
     return {str(name): LabelSet.from_config(str(name), set_cfg) for name, set_cfg in cfg.items()}
+
+
+def _check_defaults(defaults: object, sets: Mapping[str, LabelSet]) -> dict[str, str]:
+    """``defaults`` as {dataset: label set}; each set must exist and have a rule for its dataset."""
+    if not isinstance(defaults, Mapping):
+        raise LabelConfigError(
+            f"labels.yml: 'defaults' must be a mapping dataset -> label set, got {defaults!r:.80}"
+        )
+    checked: dict[str, str] = {}
+    for dataset, name in defaults.items():
+        where = f"labels.yml: defaults, dataset {dataset!r}"
+        if name not in sets:
+            raise LabelConfigError(f"{where}: label set {name!r} is not defined (defined: {', '.join(sets)})")
+        if not sets[name].supports(str(dataset)):
+            raise LabelConfigError(
+                f"{where}: label set {name!r} has no rule for {dataset!r} (it covers {', '.join(sets[name].datasets)})"
+            )
+        checked[str(dataset)] = str(name)
+    return checked
+
+
+def default_label_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Dataset -> its natural label set, from the ``defaults`` of the whole labels.yml content (validated)."""
+    return _defaults_of(cfg, load_label_sets(cfg))
+
+
+def _defaults_of(cfg: Mapping[str, Any], sets: Mapping[str, LabelSet]) -> dict[str, str]:
+    return _check_defaults(cfg.get("defaults", {}) if "label_sets" in cfg else {}, sets)
+
+
+def applicable_label_sets(sets: Mapping[str, LabelSet], dataset: str) -> tuple[str, ...]:
+    """Names of the label sets with a rule for ``dataset`` (a composite: a rule for the composite itself)."""
+    return tuple(name for name, label_set in sets.items() if label_set.supports(dataset))
+
+
+def resolve_label_set(cfg: Mapping[str, Any], dataset: str, requested: str | None) -> str:
+    """The label set an ingest of ``dataset`` uses: ``requested`` when it can label the dataset, the dataset's
+    default (labels.yml ``defaults``) when ``requested`` is None or blank.
+
+    Raises LabelSetMismatch naming the dataset, the requested set and the sets that would work (default first),
+    or ValueError for a set labels.yml does not define.
+    """
+    sets = load_label_sets(cfg)
+    defaults = _defaults_of(cfg, sets)
+    usable = _usable_description(sets, defaults, dataset)
+    if requested is None or not str(requested).strip():
+        if dataset not in defaults:
+            raise LabelSetMismatch(
+                f"dataset {dataset!r} has no default label set (labels.yml 'defaults'); set label_set to one of"
+                f" {usable}"
+            )
+        return defaults[dataset]
+    name = str(requested).strip()
+    if name not in sets:
+        raise ValueError(
+            f"unknown label set {name!r}; labels.yml defines {', '.join(sets)}; for dataset {dataset!r} use {usable}"
+        )
+    if not sets[name].supports(dataset):
+        raise LabelSetMismatch(
+            f"label set {name!r} cannot label dataset {dataset!r}{_where_labels_come_from(sets, dataset)}: {name}"
+            f" has no rule for it (it covers {', '.join(sets[name].datasets)}). Label sets that would work for"
+            f" {dataset}: {usable}. Leave label_set unset (null) to use the default."
+        )
+    return name
+
+
+def _usable_description(sets: Mapping[str, LabelSet], defaults: Mapping[str, str], dataset: str) -> str:
+    """``megc3 (default), native``: the applicable sets, the dataset's default first; "none" when there are none."""
+    usable = applicable_label_sets(sets, dataset)
+    default = defaults.get(dataset)
+    ordered = ([default] if default in usable else []) + [n for n in usable if n != default]
+    return (
+        ", ".join(f"{n} (default)" if n == default else n for n in ordered) or "none (labels.yml has no rule)"
+    )
+
+
+def _where_labels_come_from(sets: Mapping[str, LabelSet], dataset: str) -> str:
+    """`` (its labels come from its ground-truth file: negative, positive, surprise)`` for a composite, else ""."""
+    for label_set in sets.values():
+        if label_set.supports(dataset) and label_set.rule(dataset).from_ground_truth:
+            classes = ", ".join(label_set.rule(dataset).classes)
+            return f" (its labels come from its ground-truth file: {classes})"
+    return ""
 
 
 def _is_missing(value: object) -> bool:

@@ -1,6 +1,7 @@
 """Kedro I/O classes (the only code that reads or writes project data)."""
 
 from microexpr.datasets.arrays import NpzDataset
+from microexpr.datasets.face_photo_loader import FacePhotoLoader
 from microexpr.datasets.face_photos import FacePhotoFolder
 from microexpr.datasets.feature_store import FeatureStore
 from microexpr.datasets.fold_results import FoldResultStore
@@ -9,6 +10,7 @@ from microexpr.datasets.synthetic_writer import SyntheticCasme2Dataset
 
 __all__ = [
     "FacePhotoFolder",
+    "FacePhotoLoader",
     "FeatureStore",
     "FoldResultStore",
     "NpzDataset",
