@@ -11,6 +11,13 @@ from kedro.io import DatasetError
 
 from microexpr.data.synthetic import FacePhotos
 from microexpr.datasets.face_photos import FacePhotoFolder
+from microexpr.faces import CACHE_ENV
+
+
+@pytest.fixture(autouse=True)
+def no_downloaded_faces(tmp_path, monkeypatch):
+    """A user's real `microexpr faces download` cache must not change what these tests see."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "no_faces_cache"))
 
 
 @pytest.mark.parametrize("path", [None, "", "  "])
@@ -23,6 +30,15 @@ def test_unset_path_falls_back_to_public_domain_faces(path, caplog):
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert "public domain" in photos.provenance.lower() or "public-domain" in photos.provenance.lower()
     assert any("fallback" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert any("microexpr faces download" in r.getMessage() for r in caplog.records)
+
+
+def test_a_folder_without_the_download_manifest_is_not_taken_for_the_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cv2.imwrite(str(cache / "london_001_03.jpg"), np.full((8, 8, 3), 128, np.uint8))
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    assert FacePhotoFolder(None).load().fallback
 
 
 def test_configured_missing_folder_is_an_error_naming_it(tmp_path):

@@ -1,6 +1,8 @@
-"""Kedro dataset (read-only): a folder of face photographs for the synthetic set, or the public-domain fallback.
+"""Kedro dataset (read-only): a folder of face photographs for the synthetic set, or a fallback.
 
-``path`` None or empty → matplotlib's ``grace_hopper.jpg`` and scikit-image's astronaut (both public domain;
+Which faces, in order: the configured folder (``synthetic_faces`` / ``MICROEXPR_FACES``) → the London set that
+``microexpr faces download`` stored in the user cache folder (:func:`microexpr.faces.default_cache_dir`), when that
+download is complete → matplotlib's ``grace_hopper.jpg`` and scikit-image's astronaut (both public domain;
 subjects are then derived from only these two faces, which a WARNING says). A configured folder that does not
 exist is an error: an explicitly configured path never falls back silently.
 """
@@ -17,6 +19,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from microexpr.data.synthetic import LONDON_ATTRIBUTION, FacePhotos
+from microexpr.faces import cache_problem, default_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +80,39 @@ def fallback_photos() -> FacePhotos:
     )
 
 
+def unconfigured_photos() -> FacePhotos:
+    """No folder configured: the completed ``microexpr faces download`` cache, else the public-domain pair."""
+    cache = default_cache_dir()
+    problem = cache_problem(cache)
+    if problem is None:
+        photos = read_photo_folder(cache)
+        logger.info(
+            "No faces folder configured (synthetic_faces / MICROEXPR_FACES): using the %d downloaded London "
+            "photographs in %s",
+            len(photos.images),
+            cache,
+        )
+        return photos
+    if cache.exists():
+        logger.warning(
+            "Ignoring the faces cache %s: %s. Run `microexpr faces download` again.", cache, problem
+        )
+    logger.warning(
+        "No faces folder configured (synthetic_faces / MICROEXPR_FACES) and no completed download in %s: using "
+        "the 2 public-domain fallback faces; synthetic subjects are derived from only these faces, so identities "
+        "leak across LOSO folds (smoke tests only). Run `microexpr faces download` (docs/datasets.md).",
+        cache,
+    )
+    return fallback_photos()
+
+
 class FacePhotoFolder(AbstractDataset[None, FacePhotos]):
-    """Read-only Kedro dataset: ``load()`` returns :class:`FacePhotos` from ``path`` or the fallback faces.
+    """Read-only Kedro dataset: ``load()`` returns :class:`FacePhotos` from ``path``, the download, or the fallback.
 
     Args:
         path: folder of face photographs (JPEG/PNG, one identity per file), e.g. the London set; None or ""
-            selects the public-domain fallback faces.
+            selects the folder ``microexpr faces download`` filled when it is complete, else the public-domain
+            fallback faces (resolved at load time, so the cache is found whenever it was downloaded).
     """
 
     def __init__(self, path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
@@ -91,17 +121,12 @@ class FacePhotoFolder(AbstractDataset[None, FacePhotos]):
 
     def load(self) -> FacePhotos:
         if not self._path:
-            logger.warning(
-                "No faces folder configured (synthetic_faces / MICROEXPR_FACES): using the 2 public-domain "
-                "fallback faces; synthetic subjects are derived from only these faces, so identities leak across "
-                "LOSO folds (smoke tests only). See docs/datasets.md for the London face set."
-            )
-            return fallback_photos()
+            return unconfigured_photos()
         folder = Path(self._path).expanduser()
         if not folder.is_dir():
             raise DatasetError(
                 f"configured faces folder {self._path!r} does not exist or is not a folder; fix synthetic_faces "
-                "(or MICROEXPR_FACES), or unset it to use the public-domain fallback faces"
+                "(or MICROEXPR_FACES), or unset it to use the downloaded faces or the public-domain fallback"
             )
         photos = read_photo_folder(folder)
         logger.info("Read %d face photographs from %s", len(photos.images), folder)
