@@ -25,6 +25,7 @@ from microexpr.vision.face import (
     compose_affine,
     eye_box_similarity,
     invert_affine,
+    resize_face,
     similarity_from_landmarks,
     similarity_from_points,
     transform_points,
@@ -257,3 +258,16 @@ def test_detector_pickles_without_models_and_downscaled_detection_agrees(detecto
     # the downscaled box differs by rounding; the full-resolution predictor still lands close
     assert np.median(np.linalg.norm(reference - full_res, axis=1)) < 2.0
     np.testing.assert_array_equal(copy(photo), reference)
+
+
+@pytest.mark.parametrize("shape", [(300, 260, 3), (150, 190, 3), (224, 224, 3), (61, 47)])
+def test_resize_face_matches_the_reference_resize(shape: tuple[int, ...]) -> None:
+    """Provided crops are resized as MMNet's reference does: torchvision Resize((S, S)) on a PIL image."""
+    from torchvision import transforms
+
+    image = np.random.default_rng(sum(shape)).integers(0, 256, size=shape, dtype=np.uint8)
+    image[10:40, 5:30] = 255  # an edge, so that shrinking with and without a low-pass filter differ
+    expected = np.asarray(transforms.Resize((224, 224))(transforms.ToPILImage()(image)))
+    resized = resize_face(image, 224)
+    assert resized.shape == expected.shape and resized.dtype == np.uint8
+    np.testing.assert_array_equal(resized, expected)

@@ -1,10 +1,13 @@
 """Per-clip feature recipes: what each preprocessing feature reads from the raw frames and what arrays it stores.
 
-Every recipe is a module-level function ``recipe(sample, params, alignment=None) -> dict[str, np.ndarray]``
-run by :class:`~microexpr.datasets.feature_store.FeatureStore` in worker processes (one clip at a time, so memory
-stays bounded by a clip, never the dataset). ``sample`` is a plain dict of the index row (see
-:func:`sample_record`); ``alignment`` is the arrays of the clip's ``face_alignment`` feature. A clip that cannot
-yield a feature raises :class:`FeatureExclusion` with a message naming the sample and the file.
+Every recipe is a module-level function run by :class:`~microexpr.datasets.feature_store.FeatureStore` in worker
+processes (one clip at a time, so memory stays bounded by a clip, never the dataset). ``sample`` is a plain dict of
+the index row (see :func:`sample_record`). The features that only need face images (``FACE_RECIPES``) take
+``recipe(sample, params, faces)``: ``faces(numbers, size, grey)`` cuts the face out of the given frames, either by
+the dlib warp of the clip's ``face_alignment`` (:func:`dlib_faces`) or by resizing the dataset's provided crops
+(:func:`provided_faces`, ``alignment: dataset_crops``). ``mol_clips`` needs the landmarks themselves and takes
+``recipe(sample, params, alignment)``. A clip that cannot yield a feature raises :class:`FeatureExclusion` with a
+message naming the sample and the file.
 
 Features (shapes per clip; docs/preprocessing.md has the normalisation of each):
   face_alignment  onset_landmarks (68,2) f32 in raw pixels, image_hw (2,)            dlib, onset frame only
@@ -19,6 +22,8 @@ Features (shapes per clip; docs/preprocessing.md has the normalisation of each):
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +31,28 @@ import cv2
 import numpy as np
 
 from microexpr.datasets.feature_store import FeatureExclusion, read_blob
-from microexpr.vision.face import align_frames, get_detector, to_grey
+from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey
 from microexpr.vision.flow import compute_flow, optical_strain, samer_composite, samer_on_off_apex
 from microexpr.vision.interpolate import tim_interpolate, uniform_resample
 from microexpr.vision.magnify import get_magnifier
 
 RECIPE_VERSION = 1
 
-INDEX_FIELDS = ("sample_id", "root", "frame_paths", "frame_numbers", "onset", "apex", "offset", "content_hash")
+INDEX_FIELDS = ("sample_id", "dataset", "root", "clip_dir", "frame_paths", "frame_numbers", "onset", "apex", "offset",
+                "content_hash")
+
+#: ``faces(numbers, size, grey)`` -> (T, S, S, 3) RGB or (T, S, S) grey uint8 faces of the frames ``numbers``.
+FaceSource = Callable[[Sequence[int], int, bool], np.ndarray]
+_FLOOR_TOLERANCE = 1e-9  # floor(0.0375 * 80) must be 3 whether the fraction is written 0.0375 or 0.15 / 4
 
 
 def sample_record(row: Any) -> dict[str, Any]:
     """The picklable subset of an index row a recipe needs (lists of plain ints and strings)."""
     return {
         "sample_id": str(row["sample_id"]),
+        "dataset": str(row["dataset"]),
         "root": str(row["root"]),
+        "clip_dir": str(row["clip_dir"]),
         "frame_paths": [str(p) for p in row["frame_paths"]],
         "frame_numbers": [int(n) for n in row["frame_numbers"]],
         "onset": int(row["onset"]),
@@ -50,13 +62,17 @@ def sample_record(row: Any) -> dict[str, Any]:
     }
 
 
-def read_frame(sample: dict[str, Any], position: int) -> np.ndarray:
-    """Decode one frame (RGB uint8) by its position in the clip's frame list; a clear error if unreadable."""
-    path = Path(sample["root"]) / sample["frame_paths"][position]
+def read_image(sample: dict[str, Any], path: Path) -> np.ndarray:
+    """Decode one image file as RGB uint8; an exclusion naming the sample and the file if it cannot be decoded."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise FeatureExclusion(f"sample {sample['sample_id']}: frame {path} cannot be decoded")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_frame(sample: dict[str, Any], position: int) -> np.ndarray:
+    """Decode one frame (RGB uint8) by its position in the clip's frame list; a clear error if unreadable."""
+    return read_image(sample, Path(sample["root"]) / sample["frame_paths"][position])
 
 
 def position_of(sample: dict[str, Any], frame_number: int) -> int:
@@ -94,24 +110,58 @@ def _warp(frames: list[np.ndarray], alignment: dict[str, np.ndarray], size: int,
     return aligned.frames["out"]
 
 
+def dlib_faces(sample: dict[str, Any], alignment: dict[str, np.ndarray], box_enlarge: float) -> FaceSource:
+    """Faces cut by the dlib warp: every frame warped with the one transform of the clip's onset landmarks."""
+    def cut(numbers: Sequence[int], size: int, grey: bool) -> np.ndarray:
+        frames = [read_frame(sample, position_of(sample, n)) for n in numbers]
+        return _warp(frames, alignment, size, grey, box_enlarge)
+    return cut
+
+
+def provided_faces(sample: dict[str, Any], root: str, paths: dict[int, str]) -> FaceSource:
+    """Faces from the dataset's own crop files (``paths``: frame number -> path under ``root``), resized only."""
+    def cut(numbers: Sequence[int], size: int, grey: bool) -> np.ndarray:
+        faces = []
+        for n in numbers:
+            if n not in paths:
+                raise FeatureExclusion(f"sample {sample['sample_id']}: no provided crop was located for frame {n}")
+            face = resize_face(read_image(sample, Path(root) / paths[n]), size)
+            faces.append(to_grey(face) if grey else face)
+        return np.stack(faces)
+    return cut
+
+
 def window_numbers(sample: dict[str, Any], centre: int, before: int, after: int, lo: int, hi: int) -> list[int]:
     """Frame numbers centre-before..centre+after that exist in the clip and lie within [lo, hi]."""
     present = set(sample["frame_numbers"])
     return [n for n in range(centre - before, centre + after + 1) if lo <= n <= hi and n in present]
 
 
-def key_frames(sample: dict[str, Any], params: dict[str, Any], alignment: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Aligned RGB frames around the onset and the apex (the frame-jitter windows of MMNet-style training)."""
+def stored_reach(params: dict[str, Any], name: str, length: int) -> int:
+    """Frames stored on one side of a key frame: ``params[name]``, or ⌊``<name>_fraction``·length⌋ when that is
+    larger (length = the rise for the onset and apex-before sides, the fall for apex-after), so a training window
+    that grows with the rise (MMNet's reference code) finds its frames stored."""
+    fraction = float(params.get(f"{name}_fraction") or 0.0)
+    return max(int(params[name]), math.floor(fraction * max(length, 0) + _FLOOR_TOLERANCE))
+
+
+def key_frame_windows(sample: dict[str, Any], params: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """Frame numbers stored around the onset (onset..onset+a, not past the apex) and around the apex
+    (apex-b..apex+c, within onset..offset); numbers missing from the clip are skipped."""
     onset, apex, offset = sample["onset"], sample["apex"], sample["offset"]
-    on_numbers = window_numbers(sample, onset, 0, int(params["onset_after"]), onset, apex)
-    ap_numbers = window_numbers(sample, apex, int(params["apex_before"]), int(params["apex_after"]), onset, offset)
+    rise, fall = apex - onset, offset - apex
+    on_numbers = window_numbers(sample, onset, 0, stored_reach(params, "onset_after", rise), onset, apex)
+    ap_numbers = window_numbers(sample, apex, stored_reach(params, "apex_before", rise),
+                                stored_reach(params, "apex_after", fall), onset, offset)
+    return on_numbers, ap_numbers
+
+
+def key_frames(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
+    """RGB faces of the frames around the onset and the apex (the frame-jitter windows of MMNet-style training)."""
+    onset, apex = sample["onset"], sample["apex"]
+    on_numbers, ap_numbers = key_frame_windows(sample, params)
     numbers = sorted(set(on_numbers) | set(ap_numbers) | {onset})
-    frames = [read_frame(sample, position_of(sample, onset))] + [
-        read_frame(sample, position_of(sample, n)) for n in numbers if n != onset
-    ]
-    ordered = [onset] + [n for n in numbers if n != onset]
-    warped = _warp(frames, alignment, int(params["size"]), False, float(params["box_enlarge"]))
-    by_number = dict(zip(ordered, warped, strict=True))
+    by_number = dict(zip(numbers, faces(numbers, int(params["size"]), False), strict=True))
     return {
         "onset_frames": np.stack([by_number[n] for n in on_numbers]),
         "onset_offsets": np.array([n - onset for n in on_numbers], dtype=np.int16),
@@ -120,27 +170,17 @@ def key_frames(sample: dict[str, Any], params: dict[str, Any], alignment: dict[s
     }
 
 
-def _grey_pair(sample: dict[str, Any], numbers: list[int], alignment: dict[str, np.ndarray], size: int,
-               box_enlarge: float, colour: bool = False) -> np.ndarray:
-    """Aligned frames of the given numbers; the onset frame first in the warp call so its transform applies."""
-    frames = [read_frame(sample, position_of(sample, n)) for n in numbers]
-    return _warp(frames, alignment, size, not colour, box_enlarge)
-
-
-def flow_onset_apex(sample: dict[str, Any], params: dict[str, Any], alignment: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """TV-L1 (or Farneback) flow onset -> apex on the aligned grey face, with optical strain."""
-    onset_img, apex_img = _grey_pair(sample, [sample["onset"], sample["apex"]], alignment, int(params["size"]),
-                                     float(params["box_enlarge"]))
+def flow_onset_apex(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
+    """TV-L1 (or Farneback) flow onset -> apex on the grey face, with optical strain."""
+    onset_img, apex_img = faces([sample["onset"], sample["apex"]], int(params["size"]), True)
     flow = compute_flow(onset_img, apex_img, params["method"], **dict(params.get("flow_params") or {}))
     return {"flow": np.dstack([flow, optical_strain(flow)]).astype(np.float16)}
 
 
-def samer_inputs(sample: dict[str, Any], params: dict[str, Any], alignment: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def samer_inputs(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
     """SAMER's composite: grey magnified apex, On-A and Off-A flow-magnitude maps (onset/offset -> target)."""
-    onset_img, apex_img, offset_img = _grey_pair(
-        sample, [sample["onset"], sample["apex"], sample["offset"]], alignment, int(params["size"]),
-        float(params["box_enlarge"]), colour=True,
-    )
+    onset_img, apex_img, offset_img = faces([sample["onset"], sample["apex"], sample["offset"]],
+                                            int(params["size"]), False)
     magnify = get_magnifier(params["magnifier"], **dict(params.get("magnifier_params") or {}))
     magnified = magnify(onset_img, apex_img)
     target = magnified if params.get("flow_target") == "magnified_apex" else apex_img
@@ -188,15 +228,9 @@ def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[st
     }
 
 
-def attr_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Aligned RGB clip temporally interpolated to N frames (TIM or uniform) and Farneback flow between them."""
-    n = len(sample["frame_paths"])
-    frames = [read_frame(sample, i) for i in range(n)]
-    onset_pos = position_of(sample, sample["onset"])
-    order = [onset_pos] + [i for i in range(n) if i != onset_pos]
-    warped = _warp([frames[i] for i in order], alignment, int(params["size"]), False, float(params["box_enlarge"]))
-    clip = np.empty_like(warped)
-    clip[order] = warped
+def attr_clips(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
+    """RGB face clip temporally interpolated to N frames (TIM or uniform) and Farneback flow between them."""
+    clip = faces(list(sample["frame_numbers"]), int(params["size"]), False)
     interpolate = tim_interpolate if params["interpolation"] == "tim" else uniform_resample
     rgb = interpolate(clip, int(params["n_frames"]))
     rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
@@ -207,10 +241,34 @@ def attr_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[s
     return {"rgb": rgb, "flow": flow}
 
 
+def needed_frames(feature: str, sample: dict[str, Any], params: dict[str, Any]) -> list[int]:
+    """Frame numbers a face feature reads (the crops it needs under ``alignment: dataset_crops``)."""
+    if feature == "key_frames":
+        on_numbers, ap_numbers = key_frame_windows(sample, params)
+        return sorted(set(on_numbers) | set(ap_numbers) | {sample["onset"]})
+    if feature == "flow_onset_apex":
+        return sorted({sample["onset"], sample["apex"]})
+    if feature == "samer_inputs":
+        return sorted({sample["onset"], sample["apex"], sample["offset"]})
+    if feature == "attr_clips":
+        return list(sample["frame_numbers"])
+    raise ValueError(f"feature {feature!r} cannot use provided crops; those that can: {', '.join(FACE_RECIPES)}")
+
+
 def with_alignment(feature: str, sample: dict[str, Any], params: dict[str, Any], blob_dir: str,
                    align_key: str) -> dict[str, np.ndarray]:
-    """Job entry point of every feature built on the alignment: load the clip's alignment arrays, run the recipe."""
-    return RECIPES[feature](sample, params, read_blob(Path(blob_dir), align_key))
+    """Job entry point of every feature built on the dlib alignment: load the clip's alignment arrays, run the
+    recipe (face features get the warp as their face source)."""
+    alignment = read_blob(Path(blob_dir), align_key)
+    if feature in FACE_RECIPES:
+        return FACE_RECIPES[feature](sample, params, dlib_faces(sample, alignment, float(params["box_enlarge"])))
+    return RECIPES[feature](sample, params, alignment)
+
+
+def with_provided_crops(feature: str, sample: dict[str, Any], params: dict[str, Any], root: str,
+                        paths: dict[int, str]) -> dict[str, np.ndarray]:
+    """Job entry point of a face feature under ``alignment: dataset_crops``: the dataset's crops, resized."""
+    return FACE_RECIPES[feature](sample, params, provided_faces(sample, root, paths))
 
 
 def excluded_upstream(reason: str) -> dict[str, np.ndarray]:
@@ -218,11 +276,15 @@ def excluded_upstream(reason: str) -> dict[str, np.ndarray]:
     raise FeatureExclusion(reason)
 
 
-RECIPES = {
-    "face_alignment": face_alignment,
+FACE_RECIPES: dict[str, Callable[[dict[str, Any], dict[str, Any], FaceSource], dict[str, np.ndarray]]] = {
     "key_frames": key_frames,
     "flow_onset_apex": flow_onset_apex,
     "samer_inputs": samer_inputs,
-    "mol_clips": mol_clips,
     "attr_clips": attr_clips,
+}
+
+RECIPES = {
+    "face_alignment": face_alignment,
+    **FACE_RECIPES,
+    "mol_clips": mol_clips,
 }

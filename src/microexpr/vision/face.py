@@ -5,6 +5,7 @@ Two layers:
 * **Geometry** (no dlib): ``alignment_keypoints`` → ``canonical_template`` / ``similarity_from_landmarks``
   (least-squares similarity, Umeyama) → ``warp_image`` / ``transform_points``; ``align_frames`` aligns a clip
   from landmarks the caller already has. Everything here is deterministic and testable with synthetic points.
+* **Provided crops** (no dlib): ``resize_face`` brings a dataset's own face crop to the model size.
 * **Detection**: ``LandmarkDetector`` (lazy, process-local dlib models) and ``align_clip`` which detects, then
   calls ``align_frames``.
 
@@ -209,6 +210,20 @@ def warp_image(
         borderMode=border_mode,
         borderValue=(128,) * min(channels, 4),
     )
+
+
+def resize_face(image: np.ndarray, out_size: int) -> np.ndarray:
+    """A dataset-provided face crop resized to ``out_size``² the way the MMNet reference does it: torchvision's
+    ``Resize((S, S))`` on a PIL image, i.e. PIL bilinear, which low-pass filters when shrinking (no warp, no
+    landmarks). uint8 grey (H, W) or RGB (H, W, 3) in, the same channels out."""
+    from PIL import Image
+
+    if out_size < 1:
+        raise ValueError(f"out_size must be >= 1, got {out_size}")
+    pixels = np.ascontiguousarray(_as_uint8(np.asarray(image)))
+    if pixels.shape[:2] == (out_size, out_size):
+        return pixels.copy()
+    return np.asarray(Image.fromarray(pixels).resize((out_size, out_size), Image.Resampling.BILINEAR))
 
 
 def to_grey(image: np.ndarray, color: Literal["rgb", "bgr"] = "rgb") -> np.ndarray:

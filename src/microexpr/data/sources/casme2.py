@@ -4,6 +4,11 @@ Layout under the raw root (docs/datasets.md): ``CASME2_RAW_selected/sub01/EP02_0
 else ``CASME2-RAW/...`` (full clips; the index keeps onset..offset) or ``Cropped/sub01/EP02_01f/reg_img46.jpg``,
 or the ``subXX`` folders directly under the root; reader option ``frames_dir`` picks one explicitly.
 
+Provided face crops (used by preprocessing when a feature sets ``alignment: dataset_crops``, never by ingest):
+``Cropped/subXX/<Filename>/reg_img<N>.jpg``, in some copies ``Cropped-updated/Cropped`` (what MMNet's reference
+code reads) or ``Cropped_original``; :func:`provided_crop_dirs` finds them, :func:`crop_clip_dir` maps a clip to its
+crop folder.
+
 Quirks handled: four annotation versions (chosen by ``annotation_file`` or by ``ANNOTATION_PREFERENCE``); header row
 found by its column names, not by position (the two unnamed columns of ``-20140508`` are simply skipped);
 ``Subject`` 1 -> folder ``sub01``; AU cells stored as int (``4``) or text (``1+L2``) both become text; apex
@@ -13,7 +18,9 @@ by number; folders with images but no annotation row are reported.
 
 from __future__ import annotations
 
+import posixpath
 import re
+from collections import Counter
 from typing import Any
 
 from microexpr.data.records import Candidate, Exclusion, Snapshot
@@ -31,11 +38,35 @@ CLIP_PATTERN = re.compile(r"sub\d+/[^/]+", re.IGNORECASE)
 DEFAULT_FPS = 200.0
 READER_OPTIONS = frozenset({"dataset", "annotation_file", "frames_dir", "fps"})
 HEADER_LABELS = {"onset": "OnsetFrame", "apex": "ApexFrame", "offset": "OffsetFrame"}
+# Provided-crop folders, preferred first; any other folder named ``Cropped*`` that holds subXX/<clip> folders follows.
+CROPS_DIR_PREFERENCE: tuple[str, ...] = ("Cropped-updated/Cropped", "Cropped", "Cropped_original")
+CROPS_DIR_NAME = re.compile(r"cropped[^/]*", re.IGNORECASE)
+CROPS_LAYOUT = "Cropped/subXX/<Filename>/reg_img<N>.jpg (or Cropped-updated/Cropped, Cropped_original)"
 
 
 def canonical_subject(text: str | None) -> str | None:
     """``1``, ``"01"``, ``"sub1"``, ``"sub01"`` -> ``"sub01"``; anything else -> None."""
     return c.numbered_id(text, r"(?:sub)?0*(\d+)", "sub{:02d}")
+
+
+def provided_crop_dirs(snapshot: Snapshot) -> list[str]:
+    """Folders under the root that hold provided face crops as ``<folder>/subXX/<clip>/``, preferred first.
+
+    A folder counts when its last component is named ``Cropped*``; ``CROPS_DIR_PREFERENCE`` ranks the usual names,
+    then more clip folders first, then by name (deterministic when a copy holds several versions).
+    """
+    counts: Counter[str] = Counter()
+    for folder in snapshot.dirs:
+        prefix = c.split_prefix(folder, CLIP_PATTERN, 2)
+        if prefix and CROPS_DIR_NAME.fullmatch(posixpath.basename(prefix)):
+            counts[prefix] += 1
+    rank = {p.lower(): k for k, p in enumerate(CROPS_DIR_PREFERENCE)}
+    return sorted(counts, key=lambda p: (rank.get(p.lower(), len(rank)), -counts[p], p))
+
+
+def crop_clip_dir(crops_dir: str, clip_dir: str) -> str:
+    """The crop folder of a clip: ``<crops_dir>/subXX/<clip>`` for an index ``clip_dir`` ending in ``subXX/<clip>``."""
+    return posixpath.join(crops_dir, *clip_dir.split("/")[-2:])
 
 
 def objective_classes(snapshot: Snapshot) -> dict[tuple[str, str], str]:
