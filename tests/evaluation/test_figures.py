@@ -18,7 +18,8 @@ from microexpr.evaluation.figures import (
     training_curves_figure,
 )
 from microexpr.evaluation.metrics import compute_metrics
-from tests.evaluation.prediction_tables import CLASSES, make_table
+from microexpr.evaluation.scorecard import build_scorecard, load_paper_claims
+from tests.evaluation.prediction_tables import CLASSES, ROWS, make_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -121,6 +122,25 @@ def test_training_curves_draw_each_fold_and_the_bold_mean(tmp_path: Path) -> Non
         training_curves_figure(history.drop(columns=["train_acc"]))
 
 
+def test_training_curves_have_a_panel_per_named_loss_term(tmp_path: Path) -> None:
+    """A task's named loss terms get their own panels; a single term equal to the total adds none."""
+    rows = [{"fold": f, "epoch": e, "train_loss": 3.0 - 0.2 * e, "train_loss_ce": 1.5 - 0.1 * e,
+             "train_loss_flow": 1.0 - 0.05 * e + f, "train_loss_align": 0.5, "train_acc": 0.2 * e}
+            for f in range(2) for e in range(1, 4)]
+    history = pd.DataFrame(rows)
+    figure = training_curves_figure(history, "Training curves")
+    save_png(figure, tmp_path / "terms.png")
+    titles = [ax.get_title() for ax in figure.axes if ax.lines]
+    assert titles == ["training loss (total)", "loss term: ce", "loss term: flow", "loss term: align",
+                      "training accuracy (%)"]
+    flow_ax = next(ax for ax in figure.axes if ax.get_title() == "loss term: flow")
+    mean = max(flow_ax.lines, key=lambda line: line.get_linewidth())
+    assert mean.get_ydata() == pytest.approx([1.0 - 0.05 * e + 0.5 for e in range(1, 4)])
+    single = history.drop(columns=["train_loss_flow", "train_loss_align"]).assign(train_loss_ce=history["train_loss"])
+    assert [ax.get_title() for ax in training_curves_figure(single).axes if ax.lines] == [
+        "training loss (total)", "training accuracy (%)"]
+
+
 def test_attention_overlay_small_multiples_share_one_colour_scale(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 255, size=(24, 20, 3), dtype=np.uint8) for _ in range(5)]
@@ -149,20 +169,78 @@ def test_attention_overlay_rejects_bad_inputs() -> None:
         attention_overlay_figure([face], [np.zeros((2, 2, 2))], ["x"])
 
 
-def test_scorecard_figure_groups_claim_and_both_selections(tmp_path: Path) -> None:
-    scorecard = pd.DataFrame(
-        {
-            "dataset": ["casme2", "casme2"],
-            "label_set": ["emotion5", "emotion5"],
-            "part": [None, None],
-            "metric": ["acc", "acc"],
-            "selection": ["honest", "oracle_epoch"],
-            "paper": [0.884, 0.884],
-            "ours": [0.70, np.nan],
-        }
-    )
-    figure = scorecard_figure(scorecard, "MMNet: paper vs ours — casme2 · emotion5")
+def _bars(figure: Figure) -> dict[str, list[float]]:
+    """Legend label -> bar heights of every bar series in the scorecard axes."""
+    return {c.get_label(): [b.get_height() for b in c] for c in figure.axes[0].containers}
+
+
+def _chance_lines(figure: Figure) -> list[tuple[str, list[float]]]:
+    """(label, y of each segment) of the dashed chance lines."""
+    return [
+        (c.get_label(), [float(seg[0][1]) for seg in c.get_segments()])
+        for c in figure.axes[0].collections
+        if "chance" in c.get_label()
+    ]
+
+
+@pytest.fixture(scope="module")
+def both_selections() -> dict:
+    rows = [(d, s, f, t, t if k in (2, 4) else p) for k, (d, s, f, t, p) in enumerate(ROWS)]
+    return {
+        "honest": compute_metrics(make_table(), CLASSES),  # acc 0.6
+        "oracle_epoch": compute_metrics(make_table(rows, selection="oracle_epoch", epoch=11), CLASSES),  # 0.8
+    }
+
+
+def test_scorecard_figure_on_synthetic_shows_ours_and_chance_and_no_paper(
+    tmp_path: Path, both_selections
+) -> None:
+    card = build_scorecard(load_paper_claims(), both_selections, "mmnet", "synthetic", "emotion5", CLASSES)
+    figure = scorecard_figure(card, "mmnet: ours vs the paper — synthetic · emotion5")
     save_png(figure, tmp_path / "scorecard.png")
     ax = figure.axes[0]
-    assert "casme2" in ax.get_title()
-    assert [t.get_text() for t in ax.texts] == ["88.4", "70.0", "—"]  # paper, honest, oracle (not run)
+    bars = _bars(figure)
+    assert list(bars) == ["ours: honest", "ours: oracle_epoch"]  # no paper series
+    assert bars["ours: honest"][0] == pytest.approx(60.0) and bars["ours: oracle_epoch"][0] == pytest.approx(
+        80.0
+    )
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["accuracy", "UF1", "UAR", "WF1"]
+    assert _chance_lines(figure) == [("chance = 1/C = 33.3 % (C = 3)", pytest.approx([100 / 3] * 3))]
+    assert "reports no number for synthetic · emotion5" in ax.get_title()
+    caption = " ".join(figure.legends[0].get_title().get_text().split())  # the legend title is wrapped
+    assert "guessing uniformly at random" in caption and "WF1 has no chance level" in caption
+    assert ax.get_xlabel() == "synthetic · label set emotion5 · ours on 10 clips"
+
+
+def test_scorecard_figure_on_casme2_puts_the_claim_beside_both_selections(
+    tmp_path: Path, both_selections
+) -> None:
+    card = build_scorecard(load_paper_claims(), both_selections, "mmnet", "casme2", "emotion5", CLASSES)
+    figure = scorecard_figure(card, "mmnet: ours vs the paper — casme2 · emotion5")
+    save_png(figure, tmp_path / "scorecard.png")
+    ax = figure.axes[0]
+    bars = _bars(figure)
+    assert list(bars) == [
+        "paper claim (oracle_epoch)",
+        "ours: honest",
+        "ours: oracle_epoch (like-for-like with the paper)",
+    ]
+    assert bars["paper claim (oracle_epoch)"] == pytest.approx([88.35, 86.76])
+    assert bars["ours: honest"][0] == pytest.approx(60.0)
+    # only the run's dataset + label set: MMNet's 8 other claims (SAMM, megc3, MMEW) are not bars
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["accuracy", "UF1"]
+    assert _chance_lines(figure)[0][1] == pytest.approx([100 / 3] * 2)
+    labels = [t.get_text() for t in ax.texts]
+    honest_acc = next(t for t in labels if t.startswith("60.0\n"))
+    assert float(honest_acc.split("Δ ")[1]) == pytest.approx(60.0 - 88.35, abs=0.06)
+    assert "reports no number" not in ax.get_title()
+    assert ax.get_xlabel() == "casme2 · label set emotion5 · ours on 10 clips (paper: 249)"
+
+
+def test_scorecard_figure_marks_a_selection_not_computed(both_selections) -> None:
+    honest_only = {"honest": both_selections["honest"]}
+    card = build_scorecard(load_paper_claims(), honest_only, "mmnet", "casme2", "emotion5", CLASSES)
+    figure = scorecard_figure(card, "t")
+    assert [t.get_text() for t in figure.axes[0].texts][-2:] == ["—", "—"]  # oracle_epoch: no bars to read
+    with pytest.raises(ValueError, match="chance"):
+        scorecard_figure(card.drop(columns=["chance"]), "t")

@@ -7,6 +7,7 @@ what the figure shows plus the dataset, label set and selection protocol: ``run_
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,10 +17,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from microexpr.evaluation.metrics import natural_key
+from microexpr.evaluation.scorecard import METRIC_LABELS, chance_statement, no_claim_statement
 
 __all__ = [
     "attention_overlay_figure",
     "confusion_matrix_figure",
+    "loss_term_columns",
     "per_subject_accuracy_figure",
     "run_title",
     "scorecard_figure",
@@ -128,8 +131,17 @@ def per_subject_accuracy_figure(
     return figure
 
 
+def loss_term_columns(history: pd.DataFrame) -> list[str]:
+    """``train_loss`` and every ``train_loss_<term>`` column, except a single term that only repeats the total."""
+    terms = [c for c in history.columns if c.startswith("train_loss_")]
+    if len(terms) == 1 and np.allclose(history[terms[0]], history["train_loss"], equal_nan=True):
+        terms = []
+    return ["train_loss", *terms]
+
+
 def training_curves_figure(history: pd.DataFrame, title: str = "Training curves") -> Figure:
-    """Per-fold training loss and accuracy against epoch (thin lines) with the mean over folds (bold).
+    """Per-fold curves against epoch (thin lines) with the mean over folds (bold): the total training loss, each
+    named loss term of the model's task (``train_loss_<term>`` columns), and training accuracy.
 
     ``history`` has one row per (fold, epoch) with ``train_loss`` and ``train_acc`` (accuracy in [0, 1]).
     """
@@ -138,13 +150,15 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
         raise ValueError(
             f"history needs non-empty columns fold, epoch, train_loss, train_acc; missing {missing}"
         )
-    figure = _new_figure(10.0, 4.0)
-    axes = figure.subplots(1, 2)
-    mean = history.groupby("epoch", sort=True)[["train_loss", "train_acc"]].mean()
-    for ax, column, label, scale in (
-        (axes[0], "train_loss", "training loss", 1.0),
-        (axes[1], "train_acc", "training accuracy (%)", 100.0),
-    ):
+    panels = [(c, "training loss (total)" if c == "train_loss" else f"loss term: {c.removeprefix('train_loss_')}",
+               1.0) for c in loss_term_columns(history)]
+    panels.append(("train_acc", "training accuracy (%)", 100.0))
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    figure = _new_figure(5.0 * columns, 3.6 * rows)
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    mean = history.groupby("epoch", sort=True)[[c for c, _, _ in panels]].mean()
+    for ax, (column, label, scale) in zip(axes, panels, strict=False):
         for _, fold in history.sort_values("epoch").groupby("fold", sort=True):
             ax.plot(fold["epoch"], scale * fold[column], color="0.6", linewidth=0.7, alpha=0.6)
         ax.plot(mean.index, scale * mean[column], color="tab:blue", linewidth=2.5, label="mean over folds")
@@ -152,6 +166,8 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
         ax.set_ylabel(label)
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
     figure.suptitle(f"{title} ({history['fold'].nunique()} folds; thin = one fold)", fontsize=10)
     return figure
 
@@ -209,47 +225,107 @@ def attention_overlay_figure(
     return figure
 
 
-def scorecard_figure(scorecard: pd.DataFrame, title: str = "Paper claim vs ours") -> Figure:
-    """Grouped bars per (dataset, label set, metric): paper claim and ours under each selection, in percent.
+SCORECARD_COLOURS: dict[str, str] = {"paper": "0.6", "honest": "tab:blue", "oracle_epoch": "tab:orange"}
 
-    ``scorecard`` is ``build_scorecard``'s table (columns dataset, label_set, part, metric, selection, paper, ours).
+
+def _scorecard_groups(scorecard: pd.DataFrame) -> pd.Series:
+    """One x-axis group label per row: the metric's name, prefixed by the part of a composite."""
+    part = (
+        scorecard["part"].fillna("").astype(str)
+        if "part" in scorecard.columns
+        else pd.Series("", index=scorecard.index)
+    )
+    metric = scorecard["metric"].astype(str).map(lambda m: METRIC_LABELS.get(m, m))
+    return pd.Series(np.where(part != "", part + "\n" + metric, metric), index=scorecard.index)
+
+
+def _scorecard_series(
+    frame: pd.DataFrame, groups: list[str]
+) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Legend label -> (colour, heights in %, deltas in pp) for the paper bar (if any) and each selection."""
+
+    def per_group(rows: pd.DataFrame, column: str) -> np.ndarray:
+        return (
+            100 * rows.groupby("group", sort=False)[column].first().reindex(groups).astype(float).to_numpy()
+        )
+
+    paper = per_group(frame, "paper")
+    series: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+    if not np.isnan(paper).all():
+        protocols = frame.get("paper_protocol", pd.Series(dtype=object)).dropna().astype(str).unique()
+        label = f"paper claim ({', '.join(protocols)})" if len(protocols) else "paper claim"
+        series[label] = (SCORECARD_COLOURS["paper"], paper, np.full(len(groups), np.nan))
+    for selection, rows in frame.groupby("selection", sort=False):
+        like = bool(rows.get("like_for_like", pd.Series(dtype=bool)).fillna(False).astype(bool).any())
+        label = f"ours: {selection}" + (" (like-for-like with the paper)" if like else "")
+        ours = per_group(rows, "ours")
+        series[label] = (SCORECARD_COLOURS.get(str(selection), "tab:green"), ours, ours - paper)
+    return series
+
+
+def _scorecard_sizes(frame: pd.DataFrame) -> str:
+    """The test-set sizes for the axis label (" · ours on 24 clips (paper: 249)"); "" when unknown."""
+    whole = frame[frame["part"].isna()] if "part" in frame.columns else frame
+    ours = whole.get("n_ours", pd.Series(dtype=float)).dropna()
+    paper = whole.get("n_paper", pd.Series(dtype=float)).dropna()
+    if ours.empty:
+        return ""
+    return f" · ours on {int(ours.iloc[0])} clips" + (f" (paper: {int(paper.iloc[0])})" if len(paper) else "")
+
+
+def scorecard_figure(scorecard: pd.DataFrame, title: str = "Ours vs the paper") -> Figure:
+    """Bars per metric for the run's dataset and label set: the paper's claim (when it reports one) and ours under
+    each selection, in percent, with the chance level (1/C) as a dashed red line over each metric.
+
+    ``scorecard`` is ``build_scorecard``'s table. Without a paper number the figure says so under the title. Our
+    bars carry their value and, beside a claim, Δ = ours − paper in percentage points.
     """
-    needed = ("dataset", "label_set", "metric", "selection", "paper", "ours")
+    needed = ("model", "dataset", "label_set", "metric", "selection", "paper", "ours", "chance", "n_classes")
     missing = [c for c in needed if c not in scorecard.columns]
     if missing or scorecard.empty:
         raise ValueError(f"scorecard needs non-empty columns {list(needed)}; missing {missing}")
-    frame = scorecard.copy()
-    part = (
-        frame["part"].fillna("").astype(str) if "part" in frame.columns else pd.Series("", index=frame.index)
-    )
-    frame["group"] = (
-        frame["dataset"].astype(str)
-        + np.where(part != "", "/" + part, "")
-        + " "
-        + frame["label_set"].astype(str)
-        + "\n"
-        + frame["metric"].astype(str)
-    )
+    frame = scorecard.assign(group=_scorecard_groups(scorecard))
     groups = list(dict.fromkeys(frame["group"]))
-    selections = list(dict.fromkeys(frame["selection"].astype(str)))
-    series = {"paper": frame.groupby("group", sort=False)["paper"].first()}
-    for selection in selections:
-        rows = frame.loc[frame["selection"].astype(str) == selection]
-        series[f"ours ({selection})"] = rows.groupby("group", sort=False)["ours"].first()
-    width = 0.8 / len(series)
-    figure = _new_figure(max(6.0, 1.2 * len(groups) + 2), 4.5)
+    series = _scorecard_series(frame, groups)
+    figure = _new_figure(max(6.5, 1.9 * len(groups) + 2.5), 5.0)
     ax = figure.add_subplot()
     x = np.arange(len(groups))
-    for k, (name, values) in enumerate(series.items()):
-        heights = 100 * values.reindex(groups).astype(float).to_numpy()
-        bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, np.nan_to_num(heights), width, label=name)
-        ax.bar_label(
-            bars, labels=["—" if np.isnan(h) else f"{h:.1f}" for h in heights], fontsize=6, padding=1
+    width = 0.8 / len(series)
+    for k, (name, (colour, heights, deltas)) in enumerate(series.items()):
+        bars = ax.bar(
+            x + (k - (len(series) - 1) / 2) * width, np.nan_to_num(heights), width, label=name, color=colour
         )
-    ax.set_xticks(x, labels=groups, fontsize=7)
+        labels = [
+            "—" if np.isnan(h) else f"{h:.1f}" + ("" if np.isnan(d) else f"\nΔ {d:+.1f}")
+            for h, d in zip(heights, deltas, strict=True)
+        ]
+        ax.bar_label(bars, labels=labels, fontsize=7, padding=1)
+    chance = (
+        100 * frame.groupby("group", sort=False)["chance"].first().reindex(groups).astype(float).to_numpy()
+    )
+    n_classes = int(frame["n_classes"].iloc[0])
+    shown = ~np.isnan(chance)
+    ax.hlines(
+        chance[shown],
+        x[shown] - 0.45,
+        x[shown] + 0.45,
+        colors="tab:red",
+        linestyles="--",
+        linewidth=1.5,
+        label=f"chance = 1/C = {100 / n_classes:.1f} % (C = {n_classes})",
+    )
+    ax.set_xticks(x, labels=groups, fontsize=8)
     ax.set_ylabel("value (%)")
-    ax.set_ylim(0, 110)
-    ax.set_xlabel("dataset, label set and metric")
-    figure.legend(loc="outside lower center", ncols=len(series), fontsize=8)
-    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, 115)
+    first = frame.iloc[0]
+    ax.set_xlabel(f"{first['dataset']} · label set {first['label_set']}{_scorecard_sizes(frame)}")
+    statement = no_claim_statement(scorecard)
+    ax.set_title(title + (f"\n{statement}" if statement else ""), fontsize=10)
+    figure.legend(
+        loc="outside lower center",
+        ncols=2,
+        fontsize=8,
+        title=textwrap.fill(chance_statement(n_classes, with_wf1="wf1" in set(frame["metric"])), 110),
+        title_fontsize=7,
+    )
     return figure
