@@ -9,7 +9,7 @@ from kedro.config import OmegaConfigLoader
 
 from microexpr.data.index import resolve_options
 from microexpr.data.synthetic import resolve_params
-from microexpr.models import model_class
+from microexpr.models import available_models, build_task, constructor_keys, model_class
 from microexpr.settings import CONFIG_LOADER_ARGS
 from microexpr.training.loop import TrainConfig
 from microexpr.training.sampling import validate_frames_config
@@ -29,11 +29,15 @@ def test_parameters_of_every_env_validate(env: str, monkeypatch, tmp_path) -> No
     params = load(env, "parameters")
     resolve_options(params["ingest"])
     resolve_params(params["synthetic"])
-    training = TrainConfig.from_params(params["mmnet"]["training"])
-    assert training.epochs >= 1
-    model = dict(params["mmnet"]["model"])
-    accepted = set(model_class(model.pop("name")).__init__.__code__.co_varnames)
-    assert set(model) <= accepted, set(model) - accepted
+    models = [name for name in available_models() if name in params]
+    assert "mmnet" in models
+    for name in models:
+        block = params[name]
+        assert TrainConfig.from_params(block["training"]).epochs >= 1
+        build_task(name, block.get("task"))  # unknown or bad task settings raise here
+        unknown = set(block["model"]) - constructor_keys(model_class(name))
+        assert not unknown, f"{env}: {name}.model has keys its constructor does not take: {unknown}"
+        assert isinstance(block["seed"], int) and block["selection"] in block["selections"]
     assert params["dataset"] == "synthetic" and params["split"]["protocol"] in {"loso", "megc2019", "cross_dataset", "holdout"}
 
 
@@ -53,3 +57,26 @@ def test_frames_modes_in_blocks_switch_without_inheriting_the_other_mode() -> No
     assert validate_frames_config({**cfg, "mode": "frames"})["onset"] == 2
     with pytest.raises(ValueError, match="unknown key"):
         validate_frames_config({"mode": "frames", "frames": {"onset_fraction": 0.1}})
+
+
+@pytest.mark.parametrize("env", ["mmnet_reference", "mmnet_reference_3class"])
+def test_reference_envs_train_as_the_reference_code(env: str, monkeypatch, tmp_path) -> None:
+    """fp32 (no autocast in the reference) and torchvision's nearest rotation, never a demo setting."""
+    monkeypatch.setenv("MICROEXPR_DATA_ROOT", str(tmp_path))
+    mmnet = load(env, "parameters")["mmnet"]
+    assert mmnet["training"]["precision"] == "fp32"
+    assert mmnet["task"]["augment"]["interpolation"] == "nearest"
+    assert mmnet["task"]["augment"]["brightness"] == mmnet["task"]["augment"]["saturation"] == 0.0
+    assert mmnet["training"]["scheduler"].get("warmup_epochs", 0) == 0
+
+
+@pytest.mark.parametrize("env", ["local", *ENVS])
+def test_only_the_quick_demo_uses_a_warm_up(env: str, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("MICROEXPR_DATA_ROOT", str(tmp_path))
+    params = load(env, "parameters")
+    warmups = {name: (params[name]["training"].get("scheduler") or {}).get("warmup_epochs", 0)
+               for name in available_models() if name in params}
+    if env == "quick":
+        assert warmups["mmnet"] > 0
+    else:
+        assert not any(warmups.values()), warmups

@@ -15,10 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
+GOLDEN = PROJECT / "tests" / "golden" / "mmnet_conf_test_predictions.csv"
 FACES = Path(os.environ.get("MICROEXPR_FACES", PROJECT.parent / "shared" / "faces" / "london"))
 
 pytestmark = pytest.mark.slow
@@ -85,6 +87,8 @@ def test_mmnet_end_to_end_tracks_parent_and_fold_runs(tmp_path: Path) -> None:
     assert honest["epoch"].eq(2).all()  # honest = the last epoch of the fixed schedule (conf/test: 2)
     assert latest(tmp_path, "08_reporting/mmnet/report.md").read_text().count("oracle_epoch") > 0
     assert latest(tmp_path, "08_reporting/mmnet/confusion_honest.png").stat().st_size > 1000
+    assert latest(tmp_path, "08_reporting/mmnet/task_figures").joinpath("attention_overlay.png").stat().st_size > 1000
+    assert_same_predictions_as_golden(predictions)
 
     runs = _mlflow_runs(tmp_path)
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
@@ -103,10 +107,24 @@ def test_mmnet_end_to_end_tracks_parent_and_fold_runs(tmp_path: Path) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     history = client.get_metric_history(children.iloc[0]["run_id"], "train_loss")
     assert [m.step for m in history] == [1, 2]  # one point per epoch
+    fold_metric_names = set(client.get_run(children.iloc[0]["run_id"]).data.metrics)
+    assert {"train_loss", "train_loss_ce", "train_acc", "lr", "epoch_seconds", "test_acc"} <= fold_metric_names
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "mmnet")}
     assert {"mmnet/predictions.csv", "mmnet/report.md", "mmnet/confusion_honest.png",
-            "mmnet/per_class_report.csv"} <= artifacts
+            "mmnet/per_class_report.csv", "mmnet/attention_overlay.png", "mmnet/training_curves.png"} <= artifacts
     run_notebook_against(tmp_path)
+
+
+def assert_same_predictions_as_golden(predictions: pd.DataFrame) -> None:
+    """MMNet's conf/test predictions equal the stored table (tests/golden/README.md): same labels, scores ±1e-5."""
+    golden = pd.read_csv(GOLDEN)
+    key = ["selection", "sample_id"]
+    ours = predictions.sort_values(key).reset_index(drop=True)
+    assert list(ours.columns) == list(golden.columns)
+    assert ours[key + ["fold", "epoch", "y_true", "y_pred"]].equals(golden[key + ["fold", "epoch", "y_true", "y_pred"]])
+    scores = [c for c in golden.columns if c.startswith("score_")]
+    difference = (ours[scores].to_numpy(dtype=float) - golden[scores].to_numpy(dtype=float))
+    assert abs(difference).max() <= 1e-5, abs(difference).max()
 
 
 def run_notebook_against(data_root: Path) -> None:
@@ -200,3 +218,34 @@ def test_holdout_with_repeats_reports_the_mean_over_repeats(tmp_path: Path) -> N
     assert honest["n_samples"] > honest["n_distinct_samples"]
     report = latest(tmp_path, "08_reporting/mmnet/report.md").read_text()
     assert "Repeated hold-out splits" in report and "accuracy (mean ± std)" in report
+
+
+def test_seam_demo_trains_a_target_an_auxiliary_loss_and_a_training_only_input_end_to_end(tmp_path: Path) -> None:
+    """The seam's demonstration model through `kedro run`: two features, a flow target, the AU vector as a
+    training-only input, three named loss terms, two parameter groups, a task figure, both selections, MLflow."""
+    kedro(["run", "--pipelines=seam_demo"], tmp_path)
+    # the model pipeline computes exactly the features its task names
+    assert (tmp_path / "04_feature/flow_onset_apex").is_dir() and (tmp_path / "04_feature/key_frames").is_dir()
+    assert not (tmp_path / "04_feature/mol_clips").exists() and not (tmp_path / "04_feature/attr_clips").exists()
+    predictions = pd.read_parquet(latest(tmp_path, "07_model_output/seam_demo/predictions.parquet"))
+    assert set(predictions["selection"]) == {"honest", "oracle_epoch"}
+    assert (predictions["selection"] == "honest").sum() == 7
+    history = pd.read_parquet(latest(tmp_path, "07_model_output/seam_demo/training_history.parquet"))
+    for column in ("train_loss_ce", "train_loss_flow", "train_loss_align", "lr", "lr_au_encoder"):
+        assert history[column].notna().all(), column
+    assert (history["lr_au_encoder"] < history["lr"]).all()  # its own parameter group at au_lr_scale x lr
+    assert latest(tmp_path, "08_reporting/seam_demo/task_figures").joinpath("flow_prediction.png").stat().st_size > 1000
+    report = latest(tmp_path, "08_reporting/seam_demo/report.md").read_text()
+    assert "flow_prediction.png" in report and "Run size" in report
+
+    import mlflow
+
+    runs = _mlflow_runs(tmp_path)
+    parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
+    assert parent["tags.mlflow.runName"] == "seam_demo · synthetic · emotion5 · honest"
+    child = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]].iloc[0]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    align = client.get_metric_history(child["run_id"], "train_loss_align")
+    assert [m.step for m in align] == [1, 2] and all(np.isfinite(m.value) for m in align)
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "seam_demo")}
+    assert {"seam_demo/flow_prediction.png", "seam_demo/training_curves.png", "seam_demo/report.md"} <= artifacts

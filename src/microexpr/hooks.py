@@ -4,13 +4,17 @@ kedro-mlflow opens one parent run per ``kedro run`` and logs the flattened param
 specific to our training stage, reacting to what the nodes save:
 
 * the run is renamed ``<model> · <dataset> · <label set> · <primary selection>`` and tagged, so an
-  ``oracle_epoch`` run can never pass for an honest one in the MLflow UI;
-* every fold result a training shard streams becomes a nested run ``<model>.<fold>`` with the per-epoch training
-  loss/accuracy (step = epoch) and the fold's accuracy and UF1 under each selection;
+  ``oracle_epoch`` run can never pass for an honest one in the MLflow UI (a label set resolved by ingest
+  renames the run again once the metrics know it); demonstration settings (a warm-up) add `` · demo``;
+* every fold result a training shard streams becomes a nested run ``<model>.<fold>`` with every per-epoch column
+  of its history (each named loss term, accuracy, learning rates, throughput, the test-subject accuracy that the
+  ``oracle_epoch`` selection reads; step = epoch) and the fold's accuracy and UF1 under each selection;
 * the metrics of every selection are logged on the parent, prefixed by the selection (``honest.uf1``,
   ``oracle_epoch.uf1``: never mixed under one name);
-* the prediction table, per-class reports, figures, scorecard and report are logged as artifacts under
-  ``<model>/``.
+* the prediction table, per-class reports, figures (the generic ones and the model's own), scorecard and report
+  are logged as artifacts under ``<model>/``.
+
+Which dataset names belong to a model comes from the model registry (microexpr.models), the one model list.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from microexpr.logging_filters import CollapseRepeats
 
 logger = logging.getLogger(__name__)
 
-TRAINING_MODELS = ("mmnet", "cva_fpf", "samer", "mol", "attr_contrast")
+HISTORY_RENAMES = {"seconds": "epoch_seconds"}
 
 
 def _active_run():
@@ -39,8 +43,46 @@ def _active_run():
 
 
 def _model_of(dataset_name: str) -> str | None:
+    """The registered model a namespaced dataset (``<model>.…``) belongs to, else None (registry imported lazily)."""
+    if "." not in dataset_name:
+        return None
+    from microexpr.models import available_models
+
     head = dataset_name.split(".", 1)[0]
-    return head if head in TRAINING_MODELS else None
+    return head if head in available_models() else None
+
+
+def history_metrics(history: pd.DataFrame) -> list[tuple[int, dict[str, float]]]:
+    """Per epoch: every numeric history column except ``epoch`` (NaN left out), as MLflow metric names."""
+    steps = []
+    columns = [c for c in history.columns if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])]
+    for _, row in history.iterrows():
+        values = {HISTORY_RENAMES.get(c, c): float(row[c]) for c in columns if not math.isnan(float(row[c]))}
+        steps.append((int(row["epoch"]), values))
+    return steps
+
+
+def _expected_label_set(catalog: Any, params: dict[str, Any]) -> str:
+    """The label set ingest will use: the requested one, or the dataset's default when none is requested."""
+    from microexpr.data.labels import resolve_label_set
+
+    requested = params.get("label_set")
+    try:
+        return resolve_label_set(catalog.load("label_maps"), str(params.get("dataset")), requested)
+    except Exception:  # noqa: BLE001 - naming only; ingest reports a bad label set with its own message
+        return str(requested or "default")
+
+
+def _run_name(models: list[str], params: dict[str, Any], label_sets: dict[str, str]) -> str:
+    dataset = str(params.get("dataset", "?"))
+    parts = []
+    for model in models:
+        block = params.get(model) or {}
+        selection = str(block.get("selection", "honest"))
+        label_set = label_sets.get(model) or str(params.get("label_set") or "auto")
+        warmup = ((block.get("training") or {}).get("scheduler") or {}).get("warmup_epochs") or 0
+        parts.append(f"{model} · {dataset} · {label_set} · {selection}" + (" · demo" if warmup else ""))
+    return " + ".join(parts)
 
 
 def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
@@ -70,6 +112,9 @@ class FoldTrackingHook:
 
     def __init__(self) -> None:
         self._params: dict[str, Any] = {}
+        self._models: list[str] = []
+        self._label_sets: dict[str, str] = {}
+        self._suffix = ""
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -94,17 +139,23 @@ class FoldTrackingHook:
             return
         from microexpr.dag.shards import n_shards
 
-        dataset = str(self._params.get("dataset", "?"))
-        label_set = str(self._params.get("label_set", "?"))
-        selections = {m: str((self._params.get(m) or {}).get("selection", "honest")) for m in models}
-        name = " + ".join(f"{m} · {dataset} · {label_set} · {selections[m]}" for m in models)
         namespaces = run_params.get("namespaces") or run_params.get("namespace")
+        self._models, self._label_sets = models, {}
+        self._suffix = ""
         if namespaces:
-            name += f" · {','.join(namespaces) if isinstance(namespaces, list | tuple) else namespaces}"
-        mlflow.set_tag("mlflow.runName", name)
-        mlflow.set_tags({"microexpr.models": ",".join(models), "microexpr.dataset": dataset,
-                         "microexpr.label_set": label_set, "microexpr.n_shards": str(n_shards()),
-                         **{f"microexpr.{m}.selection": s for m, s in selections.items()}})
+            self._suffix = f" · {','.join(namespaces) if isinstance(namespaces, list | tuple) else namespaces}"
+        self._label_sets = dict.fromkeys(models, _expected_label_set(catalog, self._params))
+        mlflow.set_tag("mlflow.runName", _run_name(models, self._params, self._label_sets) + self._suffix)
+        tags = {"microexpr.models": ",".join(models), "microexpr.dataset": str(self._params.get("dataset", "?")),
+                "microexpr.label_set": self._label_sets[models[0]],
+                "microexpr.n_shards": str(n_shards())}
+        for model in models:
+            block = self._params.get(model) or {}
+            tags[f"microexpr.{model}.selection"] = str(block.get("selection", "honest"))
+            warmup = ((block.get("training") or {}).get("scheduler") or {}).get("warmup_epochs") or 0
+            if warmup:
+                tags[f"microexpr.{model}.demo_settings"] = f"learning-rate warm-up over {warmup} epochs"
+        mlflow.set_tags(tags)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:  # noqa: ARG002
@@ -117,15 +168,29 @@ class FoldTrackingHook:
             self._log_fold(data)
         elif dataset_name.endswith(".metrics") and isinstance(data, dict) and "selections" in data:
             self._log_metrics(model, data)
+            self._rename_with_label_set(model, str(data.get("label_set", "")))
         elif dataset_name.endswith(".predictions") and isinstance(data, pd.DataFrame):
             self._log_frame(model, data, "predictions.csv")
         elif dataset_name.endswith(".scorecard") and isinstance(data, pd.DataFrame):
             self._log_frame(model, data, "scorecard.csv")
         elif dataset_name.endswith(".report") and isinstance(data, str):
             self._log_text(model, data, "report.md")
+        elif dataset_name.endswith(".task_figures") and isinstance(data, dict):
+            for name, figure in data.items():
+                self._log_figure(model, figure, name)
         elif dataset_name.endswith("_figure") and hasattr(data, "savefig"):
             figure = dataset_name.split(".", 1)[1][: -len("_figure")]
             self._log_figure(model, data, f"{figure}.png")
+
+    def _rename_with_label_set(self, model: str, label_set: str) -> None:
+        """Once the metrics say which label set ingest resolved, name the run with it (and tag it)."""
+        import mlflow
+
+        if not label_set or model not in self._models:
+            return
+        self._label_sets[model] = label_set
+        mlflow.set_tag("mlflow.runName", _run_name(self._models, self._params, self._label_sets) + self._suffix)
+        mlflow.set_tag("microexpr.label_set", label_set)
 
     # ------------------------------------------------------------------------------------------------ logging
     def _log_fold(self, result) -> None:
@@ -140,11 +205,8 @@ class FoldTrackingHook:
                 "n_train": result.n_train, "n_test": result.n_test, "seed": result.seed, "key": result.key,
                 "device": result.device, "precision": result.precision,
             })
-            for row in result.history.itertuples(index=False):
-                step = int(row.epoch)
-                values = {"train_loss": row.train_loss, "train_acc": row.train_acc, "lr": row.lr,
-                          "epoch_seconds": row.seconds}
-                mlflow.log_metrics({k: float(v) for k, v in values.items() if not math.isnan(float(v))}, step=step)
+            for step, values in history_metrics(result.history):
+                mlflow.log_metrics(values, step=step)
             mlflow.log_metrics({**fold_metrics(result.predictions), "wall_seconds": float(result.wall_seconds)})
 
     def _log_metrics(self, model: str, metrics: dict[str, Any]) -> None:

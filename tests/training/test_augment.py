@@ -156,3 +156,104 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         AugmentConfig(hflip=1.5)
     with pytest.raises(ValueError, match="padding"):
         AugmentConfig(padding=2.5)
+
+
+# ------------------------------------------------------------------------------------ targets moved alike
+from microexpr.training.augment import (  # noqa: E402
+    IBUG68_MIRROR,
+    augment_batch,
+    crop_batch,
+    random_crop_offsets,
+    transform_flow_vectors,
+    transform_points,
+)
+
+GEOMETRY_ONLY = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
+
+
+def test_ibug68_mirror_map_is_an_involution_that_swaps_left_and_right() -> None:
+    mirror = np.asarray(IBUG68_MIRROR)
+    assert sorted(mirror.tolist()) == list(range(68))
+    assert (mirror[mirror] == np.arange(68)).all()
+    assert mirror[36] == 45 and mirror[0] == 16 and mirror[48] == 54  # outer eye corners, jaw ends, mouth corners
+    assert [i for i in range(68) if mirror[i] == i] == [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]  # the midline
+
+
+def _params(flip: bool, angle: float = 0.0, shift: tuple[int, int] = (0, 0)):
+    from microexpr.training.augment import PairTransform
+
+    return PairTransform(torch.tensor([flip]), torch.tensor([angle]), torch.tensor([shift], dtype=torch.float32),
+                         torch.ones(1, 3))
+
+
+def test_flip_negates_flow_u_and_mirrors_points_and_twice_is_identity() -> None:
+    flow = torch.randn(1, 2, 8, 10, generator=torch.Generator().manual_seed(0))
+    flipped = transform_flow_vectors(flow, _params(True))
+    torch.testing.assert_close(flipped[:, 0], -flow[:, 0])
+    torch.testing.assert_close(flipped[:, 1], flow[:, 1])
+    points = torch.rand(1, 68, 2, generator=torch.Generator().manual_seed(1)) * torch.tensor([10.0, 8.0])
+    once = transform_points(points, _params(True), 8, 10, IBUG68_MIRROR)
+    torch.testing.assert_close(once[0, :, 0], (9.0 - points[0, :, 0])[list(IBUG68_MIRROR)])  # x -> W - 1 - x
+    twice = transform_points(once, _params(True), 8, 10, IBUG68_MIRROR)
+    torch.testing.assert_close(twice, points)
+    cfg = AugmentConfig(hflip=1.0, rotation=0.0, padding=0, **GEOMETRY_ONLY)
+    image = _images(2, 8, 10)
+    flow2 = torch.randn(2, 2, 8, 10)
+    once_batch = augment_batch([image], cfg, torch.Generator().manual_seed(0), flows=[flow2])
+    twice_batch = augment_batch(once_batch.images, cfg, torch.Generator().manual_seed(0), flows=once_batch.flows)
+    torch.testing.assert_close(twice_batch.images[0], image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(twice_batch.flows[0], flow2, atol=1e-5, rtol=0)
+
+
+def test_points_follow_the_image_and_flow_vectors_follow_the_points() -> None:
+    """A bright dot lands where transform_points sends its pixel; a displacement turns like a pair of points."""
+    size = 41
+    cfg = AugmentConfig(hflip=0.5, rotation=20.0, padding=4, **GEOMETRY_ONLY)
+    generator = torch.Generator().manual_seed(7)
+    images = torch.zeros(6, 3, size, size)
+    dot = torch.tensor([27.0, 14.0])  # (x, y)
+    images[..., 14, 27] = 1.0
+    point = dot.expand(6, 1, 2).clone()
+    moved = augment_batch([images], AugmentConfig(**{**cfg.as_dict(), "interpolation": "nearest"}),
+                          torch.Generator().manual_seed(7), points=[point])
+    for i in range(6):
+        y, x = np.unravel_index(int(moved.images[0][i, 0].argmax()), (size, size))
+        assert abs(x - float(moved.points[0][i, 0, 0])) <= 1 and abs(y - float(moved.points[0][i, 0, 1])) <= 1
+    from microexpr.training.augment import draw_transforms
+
+    params = draw_transforms(6, cfg, generator)
+    displacement = torch.tensor([1.5, -0.5])
+    start = transform_points(point, params, size, size)
+    end = transform_points(point + displacement, params, size, size)
+    vectors = transform_flow_vectors(displacement.view(1, 2, 1, 1).expand(6, 2, 1, 1), params)
+    torch.testing.assert_close((end - start)[:, 0], vectors[:, :, 0, 0], atol=1e-5, rtol=0)
+
+
+def test_nearest_mode_reproduces_the_reference_torchvision_pipeline_bit_for_bit() -> None:
+    """--env mmnet_reference: RandomHorizontalFlip → RandomRotation (nearest) → RandomCrop(pad) on stacked frames."""
+    cfg = AugmentConfig(hflip=0.5, rotation=3.0, padding=15, interpolation="nearest", **GEOMETRY_ONLY)
+    onset, apex = _images(16, 224, 224, seed=3), _images(16, 224, 224, seed=4)
+    ours = augment_frames([onset, apex], cfg, torch.Generator().manual_seed(11))
+    params = draw_transforms(16, cfg, torch.Generator().manual_seed(11))
+    assert params.flip.any() and (~params.flip).any() and (params.angle != 0).all()
+    for i in range(16):
+        stacked = torch.cat([onset[i], apex[i]])
+        out = TF.hflip(stacked) if bool(params.flip[i]) else stacked
+        out = TF.rotate(out, float(params.angle[i]), interpolation=InterpolationMode.NEAREST)
+        out = TF.pad(out, 15)
+        tx, ty = (int(v) for v in params.shift[i].tolist())
+        reference = out[..., 15 + ty : 15 + ty + 224, 15 + tx : 15 + tx + 224]
+        assert torch.equal(torch.cat([ours[0][i], ours[1][i]]), reference), f"sample {i}"
+
+
+def test_random_crops_move_points_by_the_crop_origin() -> None:
+    images = torch.arange(2 * 1 * 6 * 8, dtype=torch.float32).view(2, 1, 6, 8)
+    origins = random_crop_offsets(2, (6, 8), (4, 5), torch.Generator().manual_seed(0))
+    crops = crop_batch(images, origins, (4, 5))
+    assert crops.shape == (2, 1, 4, 5)
+    for i, (x, y) in enumerate(origins.tolist()):
+        assert torch.equal(crops[i, 0], images[i, 0, y : y + 4, x : x + 5])
+        point = torch.tensor([x + 2.0, y + 1.0])  # a pixel inside the crop ...
+        assert crops[i, 0, 1, 2] == images[i, 0, int(point[1]), int(point[0])]  # ... is at point - origin
+    with pytest.raises(ValueError, match="larger"):
+        random_crop_offsets(1, (4, 4), (5, 4), torch.Generator())

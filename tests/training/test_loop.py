@@ -7,22 +7,21 @@ import threading
 import numpy as np
 import pytest
 
-from microexpr.training.loop import (
-    ATTENTION_SIZE,
-    HISTORY_COLUMNS,
-    FoldOutcome,
-    TrainConfig,
-    resolve_runtime,
-    train_fold,
-)
-from tests.training.toy import tiny_config, toy_inputs
+from microexpr.models.mmnet import ATTENTION_SIZE
+from microexpr.training.loop import HISTORY_COLUMNS, FoldOutcome, TrainConfig, train_fold
+from tests.training.toy import TINY_TASK, tiny_config, toy_inputs
 
 MODEL = "tiny_motion_test"
 
 
+def fit(*args: object, **kwargs: object) -> FoldOutcome:
+    """train_fold with the toy's task settings (small padding and rotation, no colour jitter)."""
+    return train_fold(*args, task_cfg=kwargs.pop("task_cfg", TINY_TASK), **kwargs)
+
+
 def _fold(inputs: dict[str, np.ndarray], n_test: int = 8, seed: int = 0, **overrides: object) -> FoldOutcome:
     n = len(inputs["sample_id"])
-    return train_fold(
+    return fit(
         MODEL, {}, inputs, np.arange(n - n_test), np.arange(n - n_test, n), tiny_config(**overrides), seed
     )
 
@@ -30,12 +29,13 @@ def _fold(inputs: dict[str, np.ndarray], n_test: int = 8, seed: int = 0, **overr
 def test_training_lowers_the_loss_and_learns_the_motion() -> None:
     inputs = toy_inputs(40, n_classes=3, seed=1)
     calls = []
-    outcome = train_fold(
+    outcome = fit(
         MODEL, {}, inputs, np.arange(30), np.arange(30, 40), tiny_config(epochs=8), seed=0,
         progress=lambda *args: calls.append(args),
     )  # fmt: skip
     history = outcome.history
-    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert list(history.columns) == [*HISTORY_COLUMNS, "train_loss_ce"]  # the task's one named loss term
+    assert history["train_loss_ce"].tolist() == history["train_loss"].tolist()
     assert history["epoch"].tolist() == list(range(1, 9))
     assert history["train_loss"].iloc[-1] < 0.5 * history["train_loss"].iloc[0]
     assert history["test_acc"].iloc[-1] >= 0.8  # 10 held-out samples, chance is 1/3
@@ -62,7 +62,7 @@ def test_threads_do_not_change_results_even_with_dropout() -> None:
     inputs = toy_inputs(24, seed=3)
 
     def run(seed: int) -> FoldOutcome:
-        return train_fold(
+        return fit(
             MODEL, {"dropout": 0.5}, inputs, np.arange(16), np.arange(16, 24), tiny_config(epochs=2), seed
         )
 
@@ -80,25 +80,20 @@ def test_threads_do_not_change_results_even_with_dropout() -> None:
 
 def test_empty_test_set_returns_empty_arrays() -> None:
     inputs = toy_inputs(12)
-    outcome = train_fold(
+    outcome = fit(
         MODEL, {}, inputs, np.arange(12), np.array([], dtype=int), tiny_config(epochs=2), seed=0
     )
     assert outcome.epoch_probs.shape == (2, 0, 2)
     assert outcome.test_sample_ids.size == 0
     assert outcome.history["test_acc"].isna().all()
-    assert outcome.attention["maps"].shape[0] == 0 and outcome.attention["faces"].shape == (
-        0,
-        ATTENTION_SIZE,
-        ATTENTION_SIZE,
-        3,
-    )
+    assert outcome.extras["sample_ids"].size == 0 and set(outcome.extras) == {"sample_ids"}
 
 
 def test_class_missing_from_training_and_last_epoch_only_evaluation() -> None:
     inputs = toy_inputs(18, n_classes=3)
     train = np.flatnonzero(inputs["y"] != 2)  # class "centre" only on the test side
     test = np.flatnonzero(inputs["y"] == 2)
-    outcome = train_fold(
+    outcome = fit(
         MODEL, {}, inputs, train, test, tiny_config(epochs=3, evaluate_each_epoch=False), seed=0
     )
     assert outcome.epoch_probs.shape == (1, test.size, 3)
@@ -109,8 +104,8 @@ def test_class_missing_from_training_and_last_epoch_only_evaluation() -> None:
 
 def test_attention_maps_and_face_thumbnails_of_the_first_test_samples() -> None:
     inputs = toy_inputs(20)
-    outcome = _fold(inputs, n_test=6, epochs=1, attention_samples=3)
-    attention = outcome.attention
+    outcome = _fold(inputs, n_test=6, epochs=1, report_samples=3)
+    attention = outcome.extras
     assert attention["sample_ids"].tolist() == inputs["sample_id"][14:17].tolist()
     assert (
         attention["maps"].shape == (3, ATTENTION_SIZE, ATTENTION_SIZE)
@@ -140,9 +135,9 @@ def test_mmnet_trains_through_the_same_loop() -> None:
     """The real model with return_attention: its first CA map (16² at 32² input) is resized to 112²."""
     inputs = toy_inputs(6)
     cfg = tiny_config(epochs=1, batch_size=4)
-    outcome = train_fold("mmnet", {"image_size": 32}, inputs, np.arange(4), np.arange(4, 6), cfg, seed=0)
+    outcome = fit("mmnet", {"image_size": 32}, inputs, np.arange(4), np.arange(4, 6), cfg, seed=0)
     assert outcome.epoch_probs.shape == (1, 2, 2)
-    assert outcome.attention["maps"].shape == (2, ATTENTION_SIZE, ATTENTION_SIZE)
+    assert outcome.extras["maps"].shape == (2, ATTENTION_SIZE, ATTENTION_SIZE)
 
 
 def test_bad_settings_and_inputs_are_named() -> None:
@@ -155,22 +150,40 @@ def test_bad_settings_and_inputs_are_named() -> None:
     }
     with pytest.raises(ValueError, match="'decay'"):
         TrainConfig.from_params({"scheduler": {"decay": 50}})
+    with pytest.raises(ValueError, match="'augment'"):  # MMNet's policy is its task's, not the shared loop's
+        TrainConfig.from_params({"augment": {"hflip": 0.5}})
     with pytest.raises(ValueError, match="'flip'"):
-        TrainConfig.from_params({"augment": {"flip": 0.5}})
+        fit(MODEL, {}, toy_inputs(8), np.arange(6), np.arange(6, 8), tiny_config(), seed=0,
+            task_cfg={"augment": {"flip": 0.5}})
     with pytest.raises(ValueError, match="'k_on'"):
-        TrainConfig.from_params({"frames": {"k_on": 2}})
+        fit(MODEL, {}, toy_inputs(8), np.arange(6), np.arange(6, 8), tiny_config(), seed=0,
+            task_cfg={"frames": {"k_on": 2}})
     inputs = toy_inputs(8)
     with pytest.raises(ValueError, match="toy/s003"):
-        train_fold(MODEL, {}, inputs, np.arange(6), np.array([3, 6]), tiny_config(), seed=0)
+        fit(MODEL, {}, inputs, np.arange(6), np.array([3, 6]), tiny_config(), seed=0)
     with pytest.raises(KeyError, match="apex"):
         broken = {k: v for k, v in inputs.items() if not k.startswith("apex")}
-        train_fold(MODEL, {}, broken, np.arange(6), np.arange(6, 8), tiny_config(), seed=0)
+        fit(MODEL, {}, broken, np.arange(6), np.arange(6, 8), tiny_config(), seed=0)
 
 
-def test_runtime_auto_picks_cpu_settings_here() -> None:
-    runtime = resolve_runtime(
-        TrainConfig.from_params({"device": "cpu", "precision": "fp32", "channels_last": False})
-    )
-    assert (runtime.device.type, runtime.precision, runtime.channels_last) == ("cpu", "fp32", False)
-    auto = resolve_runtime(TrainConfig.from_params({"device": "cpu"}))
-    assert auto.precision in ("bf16", "fp32") and auto.channels_last
+def test_warm_up_rises_linearly_then_the_schedule_decays() -> None:
+    inputs = toy_inputs(12)
+    lr = tiny_config()["optimizer"]["lr"]
+    outcome = _fold(inputs, n_test=2, epochs=5,
+                    scheduler={"name": "exponential", "gamma": 0.5, "warmup_epochs": 2, "decay_epochs": 1})
+    np.testing.assert_allclose(outcome.history["lr"], [lr / 3, 2 * lr / 3, lr, lr / 2, lr / 2])
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig.from_params({"scheduler": {"warmup_epochs": -1}})
+
+
+def test_gradient_accumulation_steps_the_optimiser_every_k_batches() -> None:
+    """batch 4 × 2 accumulated steps on 8 training samples: one optimiser step per epoch, like one batch of 8
+    (same mean loss; BatchNorm sees 4 at a time, so the weights differ slightly)."""
+    inputs = toy_inputs(10)
+    plain = _fold(inputs, n_test=2, epochs=1, batch_size=8, return_model_state=True)
+    accumulated = _fold(inputs, n_test=2, epochs=1, batch_size=4, accumulate_steps=2, return_model_state=True)
+    stepped_twice = _fold(inputs, n_test=2, epochs=1, batch_size=4, return_model_state=True)
+    fc = "fc.weight"
+    moved = {name: float((o.model_state[fc] - plain.model_state[fc]).abs().max())
+             for name, o in (("accumulated", accumulated), ("stepped_twice", stepped_twice))}
+    assert moved["accumulated"] < moved["stepped_twice"]

@@ -44,7 +44,7 @@ def _outcome(
         epoch_probs=np.stack([_one_hot(p) for p in predicted_per_epoch]),
         evaluated_epochs=np.array(evaluated),
         classes=CLASSES,
-        attention={},
+        extras={},
         seed=0,
         device="cpu",
         precision="fp32",

@@ -13,17 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from microexpr.models import register_model
+from microexpr.models.mmnet import MMNetTask
 from microexpr.training.sampling import PAD_OFFSET
 
 CLASSES = np.array(["top", "bottom", "centre"])
 SIZE = 32
 
 
-@register_model("tiny_motion_test")
+@register_model("tiny_motion_test", task=MMNetTask)
 class TinyMotionNet(nn.Module):
-    """Conv on apex − onset, one spatial attention gate, 2×2 pooling, linear head (optional dropout)."""
-
-    consumes = ("onset", "apex")
+    """Conv on apex − onset, one spatial attention gate, 2×2 pooling, linear head (optional dropout); trained
+    through MMNet's key-frame task."""
 
     def __init__(self, num_classes: int, width: int = 8, dropout: float = 0.0) -> None:
         super().__init__()
@@ -88,22 +88,19 @@ def toy_inputs(
     }
 
 
+TINY_TASK = {
+    "augment": {"padding": 2, "rotation": 3.0, "hflip": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0},
+}
+
+
 def tiny_config(**overrides: object) -> dict[str, object]:
-    """Fast training settings for the toy problem (small padding and rotation, no colour jitter)."""
+    """Fast training settings for the toy problem (its task settings: ``TINY_TASK``)."""
     config: dict[str, object] = {
         "epochs": 6,
         "batch_size": 8,
         "optimizer": {"name": "AdamW", "lr": 0.02, "weight_decay": 0.0},
         "scheduler": {"name": "exponential", "gamma": 0.9},
-        "augment": {
-            "padding": 2,
-            "rotation": 3.0,
-            "hflip": 0.0,
-            "brightness": 0.0,
-            "contrast": 0.0,
-            "saturation": 0.0,
-        },
-        "attention_samples": 2,
+        "report_samples": 2,
     }
     config.update(overrides)
     return config

@@ -1,9 +1,14 @@
-"""Training stage of any model: input bundle -> fold shards -> pooled predictions -> metrics -> report.
+"""Training stage of any registered model: input bundle -> fold shards -> pooled predictions -> metrics -> report.
 
-Each shard is a pipeline-level namespace ``<model>.shard_<k>`` whose inputs and outputs all go through the
-catalog, so ``kedro run --pipelines=<model> --namespaces=<model>.shard_<k>`` runs one shard alone (a cluster
-job), and a killed run restarts losing at most the fold in progress: the shard streams one result per fold to
-its store and, on restart, reuses every stored result whose key (inputs, fold, settings) still matches.
+Everything model-specific comes from the model's task in the registry (microexpr.models): the features its bundle
+is built from, the bundle itself, training, the report's extra figures. Each shard is a pipeline-level namespace
+``<model>.shard_<k>`` whose inputs and outputs all go through the catalog, so ``kedro run --pipelines=<model>
+--namespaces=<model>.shard_<k>`` runs one shard alone (a cluster job), and a killed run restarts losing at most the
+fold in progress: the shard streams one result per fold to its store and, on restart, reuses every stored result
+whose key (inputs, fold, seed, selections, model / task / training settings) still matches.
+
+Nodes get the parameter blocks they use (``params:<model>.training``, ``.task``, ``.seed``, ...), never the whole
+model block.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,11 +24,13 @@ import pandas as pd
 from kedro.pipeline import Node, Pipeline
 from matplotlib.figure import Figure
 
+from microexpr.dag.ingest import create_ingest_pipeline
+from microexpr.dag.preprocess import create_preprocess_pipeline
 from microexpr.dag.shards import n_shards
+from microexpr.dag.split import create_split_pipeline
 from microexpr.data.protocols import folds_of_shard
 from microexpr.datasets.feature_store import FeatureTable
 from microexpr.evaluation.figures import (
-    attention_overlay_figure,
     confusion_matrix_figure,
     per_subject_accuracy_figure,
     run_title,
@@ -31,27 +38,43 @@ from microexpr.evaluation.figures import (
     training_curves_figure,
 )
 from microexpr.evaluation.metrics import compute_metrics
-from microexpr.evaluation.scorecard import build_scorecard, load_paper_claims, render_report_markdown
-from microexpr.training.inputs import INPUT_BUILDERS
+from microexpr.evaluation.scorecard import (
+    build_scorecard,
+    load_paper_claims,
+    other_paper_claims,
+    render_report_markdown,
+)
+from microexpr.models import build_task, task_class
+from microexpr.training.inputs import build_task_inputs
 from microexpr.training.loop import train_fold
-from microexpr.training.results import FoldResult, ShardDone, fold_key, fold_seed
+from microexpr.training.results import FoldResult, FoldSettings, ShardDone, fold_key, fold_seed
 from microexpr.training.selection import prediction_tables
 
 logger = logging.getLogger(__name__)
 
 SELECTIONS = ("honest", "oracle_epoch")
+FOLD_SETTING_PARAMS = ("seed", "selections", "model", "task", "training")
+GENERIC_FIGURES = {
+    "confusion_honest": "Confusion matrix (honest)",
+    "confusion_oracle_epoch": "Confusion matrix (oracle_epoch)",
+    "per_subject_accuracy": "Per-subject accuracy",
+    "training_curves": "Training curves (every loss term)",
+    "scorecard": "Scorecard",
+}
+
+
+def _bind(function: Callable, **kwargs: Any) -> Callable:
+    """``function`` with keyword arguments fixed, keeping its name and docstring (Kedro node names, kedro-viz)."""
+    return functools.update_wrapper(functools.partial(function, **kwargs), function)
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
 def build_model_input(
-    sample_index: pd.DataFrame, feature: FeatureTable, label_maps: dict[str, Any], input_kind: str
+    sample_index: pd.DataFrame, label_maps: dict[str, Any], task_params: dict[str, Any] | None, *, model: str,
+    **features: FeatureTable,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Node: pack the model's input arrays once for all folds (see microexpr.training.inputs)."""
-    try:
-        builder = INPUT_BUILDERS[input_kind]
-    except KeyError:
-        raise ValueError(f"unknown input kind {input_kind!r}; expected one of {sorted(INPUT_BUILDERS)}") from None
-    return builder(sample_index, feature, label_maps)
+    """Node: pack the model's input bundle once for all folds (microexpr.training.inputs, the model's task)."""
+    return build_task_inputs(build_task(model, task_params), sample_index, features, label_maps)
 
 
 # ----------------------------------------------------------------------------------------------------- shards
@@ -73,7 +96,12 @@ def train_shard(
     model_input_meta: dict[str, Any],
     folds: pd.DataFrame,
     completed_folds: dict[str, FoldResult],
-    params: dict[str, Any],
+    seed: int,
+    selections: list[str],
+    model_params: dict[str, Any],
+    task_params: dict[str, Any] | None,
+    training: dict[str, Any],
+    log_every_epochs: int,
     *,
     model: str,
     shard: int,
@@ -81,14 +109,16 @@ def train_shard(
 ) -> Iterator[FoldResult | ShardDone]:
     """Node (generator): train and evaluate every fold of one shard, streaming one result per fold.
 
-    A fold whose key is already in ``completed_folds`` (an earlier, interrupted run) is not trained again: its
-    stored result is passed on, marked ``reused``. The last chunk is always a :class:`ShardDone`.
+    A fold whose key is already in ``completed_folds`` (an earlier, interrupted run with the same inputs, seed and
+    settings) is not trained again: its stored result is passed on, marked ``reused``. The last chunk is always a
+    :class:`ShardDone`.
     """
+    settings = FoldSettings.from_params(seed, selections, model_params, task_params, training)
+    unknown = [s for s in settings.selections if s not in SELECTIONS]
+    if unknown or not settings.selections:
+        raise ValueError(f"{model}.selections must be a non-empty subset of {SELECTIONS}, got {list(settings.selections)}")
     mine = folds_of_shard(folds, shard, shards)
-    model_cfg = dict(params["model"])
-    model_name = str(model_cfg.pop("name"))
-    train_params = dict(params["training"])
-    selections = [s for s in params.get("selections", SELECTIONS)]
+    task = build_task(model, settings.task)
     classes = [str(c) for c in model_input["classes"]]
     meta_arrays = {k: model_input[k] for k in ("sample_id", "dataset", "subject", "fold_subject", "y")}
     done: dict[str, str] = {}
@@ -96,7 +126,7 @@ def train_shard(
     logger.info("%s shard %d/%d: %d fold(s) %s", model, shard, shards, len(mine), mine["fold"].tolist())
     for position, (_, row) in enumerate(mine.iterrows(), start=1):
         fold = str(row["fold"])
-        key = fold_key(model, model_input_meta["fingerprint"], row, params["model"], params["training"])
+        key = fold_key(model, model_input_meta["fingerprint"], row, settings)
         done[fold] = key
         if key in completed_folds:
             reused.append(fold)
@@ -107,66 +137,74 @@ def train_shard(
             continue
         train_idx = _fold_positions(model_input["fold_subject"], list(row["train_subjects"]))
         test_idx = _fold_positions(model_input["fold_subject"], list(row["test_subjects"]))
-        seed = fold_seed(int(params.get("seed", 0)), fold)
+        fold_seed_value = fold_seed(settings.seed, fold)
         logger.info("%s %s (%d/%d in shard %d): %d train / %d test samples, seed %d", model, fold, position,
-                    len(mine), shard, train_idx.size, test_idx.size, seed)
+                    len(mine), shard, train_idx.size, test_idx.size, fold_seed_value)
         started = time.perf_counter()
-        outcome = train_fold(model_name, model_cfg, model_input, train_idx, test_idx, train_params, seed,
-                             _progress_logger(model, fold, every=max(1, int(params.get("log_every_epochs", 5)))))
-        predictions = prediction_tables(outcome, fold, meta_arrays, classes, selections)
+        outcome = train_fold(model, settings.model, model_input, train_idx, test_idx, settings.training,
+                             fold_seed_value, _progress_logger(model, fold, every=max(1, int(log_every_epochs))),
+                             task_cfg=task)
+        predictions = prediction_tables(outcome, fold, meta_arrays, classes, settings.selections)
         yield FoldResult(
             model=model, fold=fold, shard=shard, key=key, test_subjects=[str(s) for s in row["test_subjects"]],
-            n_train=int(train_idx.size), n_test=int(test_idx.size), seed=seed, history=outcome.history,
-            predictions=predictions, attention=dict(outcome.attention), device=outcome.device,
+            n_train=int(train_idx.size), n_test=int(test_idx.size), seed=fold_seed_value, history=outcome.history,
+            predictions=predictions, extras=dict(outcome.extras), device=outcome.device,
             precision=outcome.precision, wall_seconds=time.perf_counter() - started,
         )
     yield ShardDone(model=model, shard=shard, folds=done, reused=reused)
 
 
 # ------------------------------------------------------------------------------------------------ aggregation
+def _pool_extras(results: list[FoldResult]) -> dict[str, np.ndarray]:
+    """The report extras of every fold stacked per key (the keys all folds share), plus ``fold`` naming each row's
+    fold. Folds without extras (no test sample shown) add nothing."""
+    shown = [r for r in results if len((r.extras or {}).get("sample_ids", [])) > 0]
+    keys = sorted(set.intersection(*(set(r.extras) for r in shown))) if shown else ["sample_ids"]
+    pooled = {key: np.concatenate([np.asarray(r.extras[key]) for r in shown]) if shown else np.array([], dtype=str)
+              for key in keys}
+    pooled["fold"] = np.array([r.fold for r in shown for _ in r.extras["sample_ids"]], dtype=str)
+    return pooled
+
+
 def collect_predictions(
     folds: pd.DataFrame,
     model_input_meta: dict[str, Any],
-    params: dict[str, Any],
+    seed: int,
+    selections: list[str],
+    model_params: dict[str, Any],
+    task_params: dict[str, Any] | None,
+    training: dict[str, Any],
     *shard_results: dict[str, FoldResult],
     model: str,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Node: the pooled prediction table, the per-epoch history and attention examples of the current folds.
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Node: the pooled prediction table, the per-epoch history and the task's report extras of the current folds.
 
     Picks, for every fold of the folds table, the stored result with exactly the key this run would train;
     a missing one is an error naming the fold and its shard (run that shard), never a silent gap.
     """
+    settings = FoldSettings.from_params(seed, selections, model_params, task_params, training)
     by_key: dict[str, FoldResult] = {}
     for results in shard_results:
         by_key.update(results)
-    predictions, histories, missing = [], [], []
-    attention: dict[str, list] = {"sample_ids": [], "maps": [], "faces": [], "folds": []}
+    chosen, missing = [], []
     for _, row in folds.iterrows():
-        key = fold_key(model, model_input_meta["fingerprint"], row, params["model"], params["training"])
-        result = by_key.get(key)
+        result = by_key.get(fold_key(model, model_input_meta["fingerprint"], row, settings))
         if result is None:
             missing.append(f"{row['fold']} (shard {row['shard']})")
-            continue
-        predictions.append(result.predictions)
-        histories.append(result.history.assign(fold=result.fold))
-        for sid, amap, face in zip(result.attention.get("sample_ids", []), result.attention.get("maps", []),
-                                   result.attention.get("faces", []), strict=False):
-            attention["sample_ids"].append(str(sid))
-            attention["maps"].append(np.asarray(amap, dtype=np.float32))
-            attention["faces"].append(np.asarray(face, dtype=np.uint8))
-            attention["folds"].append(result.fold)
+        else:
+            chosen.append(result)
     if missing:
         raise ValueError(
             f"{model}: no result for fold(s) {', '.join(missing)} with the current inputs and settings; run the "
             f"missing shard(s), e.g. kedro run --pipelines={model} --namespaces={model}.shard_<k>"
         )
-    table = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
-    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-    return table, history, attention
+    table = pd.concat([r.predictions for r in chosen], ignore_index=True) if chosen else pd.DataFrame()
+    history = pd.concat([r.history.assign(fold=r.fold) for r in chosen], ignore_index=True) if chosen else pd.DataFrame()
+    return table, history, _pool_extras(chosen)
 
 
 def evaluate_predictions(
-    predictions: pd.DataFrame, model_input_meta: dict[str, Any], params: dict[str, Any], dataset: str,
+    predictions: pd.DataFrame, model_input_meta: dict[str, Any], selection: str, dataset: str,
     split: dict[str, Any], *, model: str,
 ) -> dict[str, Any]:
     """Node: every metric of every selection, from the pooled prediction table only (scikit-learn).
@@ -176,7 +214,7 @@ def evaluate_predictions(
     repeated = split.get("protocol") == "holdout"
     classes = list(model_input_meta["classes"])
     selections = sorted(set(predictions["selection"]), key=SELECTIONS.index)
-    primary = str(params.get("selection", "honest"))
+    primary = str(selection or "honest")
     if primary not in selections:
         raise ValueError(f"{model}: selection {primary!r} was not computed (have {selections})")
     return {
@@ -185,90 +223,103 @@ def evaluate_predictions(
         "label_set": model_input_meta["label_set"],
         "classes": classes,
         "primary_selection": primary,
+        "split_protocol": str(split.get("protocol", "")),
         "selections": {s: compute_metrics(predictions, classes, s, repeated_splits=repeated) for s in selections},
         "excluded_samples": model_input_meta.get("excluded", []),
         "n_samples": model_input_meta["n_samples"],
+        "n_subjects": model_input_meta.get("n_subjects"),
+        "n_folds": int(predictions["fold"].nunique()) if len(predictions) else 0,
     }
 
 
 # ---------------------------------------------------------------------------------------------------- report
-def _title(what: str, metrics: dict[str, Any], selection: str) -> str:
-    return run_title(what, model=metrics["model"], dataset=metrics["dataset"], label_set=metrics["label_set"],
-                     selection=selection)
+def _titler(metrics: dict[str, Any], selection: str | None) -> Callable[[str], str]:
+    def title(what: str) -> str:
+        return run_title(what, model=metrics["model"], dataset=metrics["dataset"], label_set=metrics["label_set"],
+                         selection=selection)
+
+    return title
 
 
-def report_figures(
-    metrics: dict[str, Any], history: pd.DataFrame, attention: dict[str, Any]
-) -> tuple[Figure, Figure, Figure, Figure, Figure]:
-    """Node: confusion matrices (one per selection), per-subject accuracy, training curves, attention overlay."""
+def report_figures(metrics: dict[str, Any], history: pd.DataFrame) -> tuple[Figure, Figure, Figure, Figure]:
+    """Node: the figures every model gets: confusion matrices (one per selection), per-subject accuracy and the
+    training curves of every loss term."""
     primary = metrics["primary_selection"]
     by_sel = metrics["selections"]
     confusion_honest = confusion_matrix_figure(
-        by_sel["honest"]["confusion_matrix"], metrics["classes"], _title("Confusion matrix", metrics, "honest"))
-    oracle = by_sel.get("oracle_epoch", by_sel["honest"])
+        by_sel["honest"]["confusion_matrix"], metrics["classes"], _titler(metrics, "honest")("Confusion matrix"))
+    oracle_name = "oracle_epoch" if "oracle_epoch" in by_sel else "honest"
     confusion_oracle = confusion_matrix_figure(
-        oracle["confusion_matrix"], metrics["classes"],
-        _title("Confusion matrix", metrics, "oracle_epoch" if "oracle_epoch" in by_sel else "honest"))
+        by_sel[oracle_name]["confusion_matrix"], metrics["classes"], _titler(metrics, oracle_name)("Confusion matrix"))
     per_subject = per_subject_accuracy_figure(
-        pd.DataFrame(by_sel[primary]["per_subject"]), title=_title("Per-subject accuracy", metrics, primary))
-    curves = training_curves_figure(history, title=_title("Training curves", metrics, "training"))
-    k = len(attention.get("sample_ids", []))
-    overlay = attention_overlay_figure(
-        list(attention.get("faces", []))[:8], list(attention.get("maps", []))[:8],
-        [f"{s} ({f})" for s, f in zip(attention.get("sample_ids", []), attention.get("folds", []), strict=False)][:8],
-        title=_title(f"First CA block attention on {min(k, 8)} test faces", metrics, primary),
-    )
-    return confusion_honest, confusion_oracle, per_subject, curves, overlay
+        pd.DataFrame(by_sel[primary]["per_subject"]), title=_titler(metrics, primary)("Per-subject accuracy"))
+    curves = training_curves_figure(history, title=_titler(metrics, "training")("Training curves"))
+    return confusion_honest, confusion_oracle, per_subject, curves
+
+
+def task_figures(
+    metrics: dict[str, Any], report_extras: dict[str, np.ndarray], *, model: str
+) -> tuple[dict[str, Figure], list[str]]:
+    """Node: the model's own figures from its report extras (``<stem>.png`` -> Figure; may be empty), and their
+    file names for the report."""
+    figures = task_class(model).make_report_figures(report_extras, _titler(metrics, metrics["primary_selection"]))
+    named = {f"{stem}.png": figure for stem, figure in figures.items()}
+    return named, sorted(named)
 
 
 def scorecard_node(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Node: the paper's claimed numbers next to ours, both selections, with deltas."""
-    ours = [
-        {"selection": sel, "dataset": metrics["dataset"], "label_set": metrics["label_set"], "metrics": m}
-        for sel, m in metrics["selections"].items()
-    ]
-    return build_scorecard(load_paper_claims(), ours, metrics["model"], include_unmatched_claims=True)
+    """Node: ours under both selections next to the paper's claim for the run's dataset and label set, and chance."""
+    return build_scorecard(load_paper_claims(), metrics["selections"], metrics["model"], metrics["dataset"],
+                           metrics["label_set"], metrics["classes"])
 
 
 def scorecard_plot(scorecard: pd.DataFrame, metrics: dict[str, Any]) -> Figure:
     """Node: the scorecard as a figure (previewable in kedro-viz)."""
-    return scorecard_figure(scorecard, title=f"{metrics['model']}: paper claim vs ours ({metrics['dataset']}, "
-                                            f"{metrics['label_set']})")
+    return scorecard_figure(scorecard, title=_titler(metrics, None)("Ours vs the paper"))
 
 
 def render_report(
-    scorecard: pd.DataFrame, metrics: dict[str, Any], history: pd.DataFrame, params: dict[str, Any]
+    scorecard: pd.DataFrame, metrics: dict[str, Any], history: pd.DataFrame, task_figure_files: list[str],
+    seed: int, training: dict[str, Any],
 ) -> str:
     """Node: the markdown report (figures referenced by the file names they get in the MLflow run)."""
-    figures = {
-        "Confusion matrix (honest)": "confusion_honest.png",
-        "Confusion matrix (oracle_epoch)": "confusion_oracle_epoch.png",
-        "Per-subject accuracy": "per_subject_accuracy.png",
-        "Training curves": "training_curves.png",
-        "Attention of the first CA block": "attention_overlay.png",
-        "Scorecard": "scorecard.png",
-    }
-    epochs = int(history["epoch"].max()) if len(history) else 0
-    run_info = {
+    figures = {title: f"{stem}.png" for stem, title in GENERIC_FIGURES.items()}
+    task = task_class(metrics["model"])
+    for name in task_figure_files:
+        stem = name.removesuffix(".png")
+        figures[task.report_figures.get(stem, stem)] = name
+    run_info: dict[str, Any] = {
         "model": metrics["model"],
         "dataset": metrics["dataset"],
         "label_set": metrics["label_set"],
-        "primary selection": metrics["primary_selection"],
-        "samples": metrics["n_samples"],
-        "samples excluded before training": len(metrics.get("excluded_samples", [])),
-        "epochs per fold": epochs,
-        "seed": params.get("seed", 0),
+        "primary_selection": metrics["primary_selection"],
+        "split_protocol": metrics.get("split_protocol", ""),
+        "n_samples": metrics["n_samples"],
+        "n_excluded": len(metrics.get("excluded_samples", [])),
+        "epochs_per_fold": int(history["epoch"].max()) if len(history) else 0,
+        "seed": seed,
     }
-    return render_report_markdown(scorecard, metrics["selections"], figures, run_info)
+    for key in ("n_subjects", "n_folds"):
+        if metrics.get(key):
+            run_info[key] = metrics[key]
+    warmup = int(((training or {}).get("scheduler") or {}).get("warmup_epochs", 0) or 0)
+    if warmup:
+        run_info["demo settings (not the paper's)"] = f"learning-rate warm-up over {warmup} epochs"
+    other = other_paper_claims(load_paper_claims(), metrics["model"], metrics["dataset"], metrics["label_set"])
+    return render_report_markdown(scorecard, metrics["selections"], figures, run_info, other_claims=other)
 
 
 # --------------------------------------------------------------------------------------------------- builders
+def _settings_inputs(prefix: str = "") -> list[str]:
+    return [f"params:{prefix}{name}" for name in FOLD_SETTING_PARAMS]
+
+
 def shard_pipeline(model: str, shard: int, shards: int) -> Pipeline:
     """``<model>.shard_<k>``: one training node reading the model input and folds, streaming fold results."""
-    fn = functools.update_wrapper(functools.partial(train_shard, model=model, shard=shard, shards=shards), train_shard)
+    params = [*_settings_inputs(), "params:log_every_epochs"]
     node = Node(
-        fn,
-        inputs=["model_input", "model_input_meta", "folds", "completed_folds", "params:model_params"],
+        _bind(train_shard, model=model, shard=shard, shards=shards),
+        inputs=["model_input", "model_input_meta", "folds", "completed_folds", *params],
         outputs="fold_results",
         name="train_shard",
         tags=["train", "gpu", model],
@@ -277,41 +328,53 @@ def shard_pipeline(model: str, shard: int, shards: int) -> Pipeline:
         [node],
         namespace=f"shard_{shard}",
         inputs={"model_input", "model_input_meta", "folds"},
-        parameters={"params:model_params": "params:model_params"},
+        parameters={name: name for name in params},  # the model's blocks, not shard-prefixed ones
     )
 
 
-def create_training_pipeline(model: str, feature: str, input_kind: str) -> Pipeline:
-    """Input bundle, ``n_shards()`` shard namespaces, aggregation, evaluation and report of one model."""
+def create_training_pipeline(model: str) -> Pipeline:
+    """Input bundle, ``n_shards()`` shard namespaces, aggregation, evaluation and report of one registered model."""
+    task = task_class(model)
     shards = n_shards()
-    build = functools.update_wrapper(functools.partial(build_model_input, input_kind=input_kind), build_model_input)
-    collect = functools.update_wrapper(functools.partial(collect_predictions, model=model), collect_predictions)
-    evaluate = functools.update_wrapper(functools.partial(evaluate_predictions, model=model), evaluate_predictions)
     nodes = Pipeline([
-        Node(build, {"sample_index": "sample_index", "feature": feature, "label_maps": "label_maps"},
-             ["model_input", "model_input_meta"],
-             name="build_model_input", tags=["train", model]),
-        Node(collect, ["folds", "model_input_meta", "params:model_params",
-                       *[f"shard_{k}.fold_results" for k in range(shards)]],
-             ["predictions", "training_history", "attention_examples"], name="collect_predictions",
+        Node(_bind(build_model_input, model=model),
+             {"sample_index": "sample_index", "label_maps": "label_maps", "task_params": "params:task",
+              **{feature: feature for feature in task.features}},
+             ["model_input", "model_input_meta"], name="build_model_input", tags=["train", model]),
+        Node(_bind(collect_predictions, model=model),
+             ["folds", "model_input_meta", *_settings_inputs(), *[f"shard_{k}.fold_results" for k in range(shards)]],
+             ["predictions", "training_history", "report_extras"], name="collect_predictions",
              tags=["evaluate", model]),
-        Node(evaluate, ["predictions", "model_input_meta", "params:model_params", "params:dataset", "params:split"],
-             "metrics",
+        Node(_bind(evaluate_predictions, model=model),
+             ["predictions", "model_input_meta", "params:selection", "params:dataset", "params:split"], "metrics",
              name="evaluate", tags=["evaluate", model]),
-        Node(report_figures, ["metrics", "training_history", "attention_examples"],
+        Node(report_figures, ["metrics", "training_history"],
              ["confusion_honest_figure", "confusion_oracle_epoch_figure", "per_subject_accuracy_figure",
-              "training_curves_figure", "attention_overlay_figure"], name="report_figures", tags=["report", model]),
+              "training_curves_figure"], name="report_figures", tags=["report", model]),
+        Node(_bind(task_figures, model=model), ["metrics", "report_extras"], ["task_figures", "task_figure_files"],
+             name="task_figures", tags=["report", model]),
         Node(scorecard_node, "metrics", "scorecard", name="scorecard", tags=["report", model]),
         Node(scorecard_plot, ["scorecard", "metrics"], "scorecard_figure", name="scorecard_figure",
              tags=["report", model]),
-        Node(render_report, ["scorecard", "metrics", "training_history", "params:model_params"], "report",
-             name="render_report", tags=["report", model]),
+        Node(render_report, ["scorecard", "metrics", "training_history", "task_figure_files", "params:seed",
+                             "params:training"], "report", name="render_report", tags=["report", model]),
     ])
     shard_pipes = sum((shard_pipeline(model, k, shards) for k in range(shards)), Pipeline([]))
+    model_params = [*FOLD_SETTING_PARAMS, "log_every_epochs", "selection"]
     return Pipeline(
         [nodes, shard_pipes],
         namespace=model,
-        inputs={"sample_index", feature, "folds", "label_maps"},
-        parameters={"params:model_params": f"params:{model}", "params:dataset": "params:dataset",
-                    "params:split": "params:split"},
+        inputs={"sample_index", "folds", "label_maps", *task.features},
+        parameters={**{f"params:{name}": f"params:{model}.{name}" for name in model_params},
+                    "params:dataset": "params:dataset", "params:split": "params:split"},
+    )
+
+
+def create_model_pipeline(model: str) -> Pipeline:
+    """What ``kedro run --pipelines=<model>`` runs: ingest, the features the model's task needs, split, training."""
+    return (
+        create_ingest_pipeline()
+        + create_preprocess_pipeline(features=task_class(model).features)
+        + create_split_pipeline()
+        + create_training_pipeline(model)
     )

@@ -12,12 +12,25 @@ Two branches, summed before the classifier:
 Every ablation of the paper's Tables 3-5 is a constructor argument (``variant``, ``attention``, ``vit_depth``,
 ``vit_heads``); where the paper's text and the reference code differ, the other reading is an argument too
 (docs/models.md, "MMNet", lists each case and the default chosen).
+
+Its training task (``MMNetTask``): aligned RGB key frames around onset and apex (feature ``key_frames``); in
+training one stored frame per key frame is drawn inside the configured window (frame jitter, needing the
+training-only ``rise``/``fall`` lengths), then one flip/rotation/translation (+ colour jitter) is shared by onset
+and apex; at test the exact onset and apex. Plain cross-entropy, softmax scores, one parameter group; report
+extra: the first CA block's attention map over the onset face.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
+import cv2
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
@@ -30,8 +43,20 @@ from microexpr.models.layers.attention import (
     IndependentAttentionBlock,
     ResidualBlock,
 )
+from microexpr.training.augment import AugmentConfig, augment_frames, to_model_tensor
+from microexpr.training.runtime import Runtime
+from microexpr.training.sampling import (
+    PAD_OFFSET,
+    FrameWindows,
+    allowed_windows,
+    choose_frame_offsets,
+    exact_frame_index,
+    uncovered_windows,
+    validate_frames_config,
+)
+from microexpr.training.task import FoldContext, InputSpec, PredictInputs, Streams, Task
 
-__all__ = ["MMNet", "PositionCalibration", "VARIANTS", "downscale"]
+__all__ = ["MMNet", "MMNetTask", "MMNetTaskSettings", "PositionCalibration", "VARIANTS", "downscale"]
 
 # variant -> (attention blocks in the main branch, position-calibration branch); paper Table 3's four rows.
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -133,7 +158,147 @@ class PositionCalibration(nn.Module):
         return tokens.transpose(1, 2).reshape(onset.shape[0], -1, self.grid_size, self.grid_size)
 
 
-@register_model("mmnet")
+# ------------------------------------------------------------------------------------------------ training task
+ATTENTION_SIZE = 112  # side of the stored attention maps and face thumbnails (the first CA map at 224² input)
+KEY_FRAMES = ("onset", "apex")
+
+
+@dataclass(frozen=True)
+class MMNetTaskSettings:
+    """``mmnet.task``: ``augment`` (microexpr.training.augment.AugmentConfig) and ``frames`` (training frame
+    jitter, microexpr.training.sampling: mode frames | rise_fraction | exact)."""
+
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    frames: dict[str, Any] = field(default_factory=lambda: validate_frames_config({}))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> MMNetTaskSettings:
+        unknown = sorted(set(params) - {"augment", "frames"})
+        if unknown:
+            raise ValueError(f"mmnet.task got unknown key(s) {', '.join(map(repr, unknown))}; accepted: augment, frames")
+        return cls(AugmentConfig.from_params(params.get("augment")), validate_frames_config(params.get("frames") or {}))
+
+
+class MMNetTask(Task):
+    """Key-frame classification as MMNet's paper and code train it (module docstring; docs/models.md, "MMNet")."""
+
+    features = ("key_frames",)
+    model_inputs = {name: InputSpec(arrays=(f"{name}_frames", f"{name}_offsets")) for name in KEY_FRAMES}
+    training_only = ("rise", "fall")
+    padding = {"onset_frames": 0, "onset_offsets": PAD_OFFSET, "apex_frames": 0, "apex_offsets": PAD_OFFSET}
+    settings_class = MMNetTaskSettings
+    report_figures = {"attention_overlay": "First CA block attention on test faces"}
+
+    def sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        frames = features["key_frames"]
+        return {
+            "onset_frames": frames["onset_frames"], "onset_offsets": frames["onset_offsets"],
+            "apex_frames": frames["apex_frames"], "apex_offsets": frames["apex_offsets"],
+            "rise": np.int32(int(row["apex"]) - int(row["onset"])),
+            "fall": np.int32(int(row["offset"]) - int(row["apex"])),
+        }
+
+    @classmethod
+    def example_arrays(cls, n: int, n_classes: int, rng: np.random.Generator, size: int = 32) -> dict[str, np.ndarray]:
+        onset_offsets = np.tile(np.array([0, 1, 2, 3], dtype=np.int16), (n, 1))
+        onset_offsets[::3, 3] = PAD_OFFSET
+        return {
+            "onset_frames": rng.integers(0, 256, size=(n, 4, size, size, 3), dtype=np.uint8),
+            "onset_offsets": onset_offsets,
+            "apex_frames": rng.integers(0, 256, size=(n, 4, size, size, 3), dtype=np.uint8),
+            "apex_offsets": np.tile(np.array([-3, -2, -1, 0], dtype=np.int16), (n, 1)),
+            "rise": rng.integers(6, 30, size=n).astype(np.int32),
+            "fall": rng.integers(6, 30, size=n).astype(np.int32),
+        }
+
+    def bundle_warnings(self, bundle: Mapping[str, np.ndarray]) -> list[str]:
+        """Training windows that reach past the stored key frames (training then draws among the stored ones)."""
+        windows = allowed_windows(self.settings.frames, bundle["rise"], bundle["fall"], bundle["sample_id"])
+        short = uncovered_windows(windows, bundle["onset_offsets"], bundle["apex_offsets"], bundle["rise"],
+                                  bundle["fall"])
+        counts = {side: int(mask.sum()) for side, mask in short.items()}
+        if not any(counts.values()):
+            return []
+        hit = np.flatnonzero(np.logical_or.reduce(list(short.values())))
+        return [
+            f"the training frame window exceeds the stored key frames for {hit.size} of {len(bundle['sample_id'])} "
+            f"samples ({', '.join(f'{k} {v}' for k, v in counts.items())}; e.g. {bundle['sample_id'][hit[:3]].tolist()}"
+            "); training draws only among the stored frames. Store more with preprocess.key_frames.onset_after / "
+            "apex_before / apex_after or their *_fraction settings (docs/models.md, MMNet), or those frames are "
+            "missing from the clip"
+        ]
+
+    def prepare_fold(self, data, train: np.ndarray) -> FrameWindows:
+        """Training frame windows of the fold's training samples (from their rise and fall lengths)."""
+        return allowed_windows(self.settings.frames, data.arrays["rise"][train], data.arrays["fall"][train],
+                               data.sample_id[train])
+
+    def _tensors(self, arrays: Mapping[str, np.ndarray], idx: np.ndarray, choice: Mapping[str, np.ndarray],
+                 runtime: Runtime) -> dict[str, torch.Tensor]:
+        return {
+            name: to_model_tensor(arrays[f"{name}_frames"][idx, choice[name]], runtime.device, runtime.channels_last)
+            for name in KEY_FRAMES
+        }
+
+    def _exact(self, arrays: Mapping[str, np.ndarray], sample_ids: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: exact_frame_index(arrays[f"{name}_offsets"][idx], sample_ids, f"{name}_offsets")
+                for name in KEY_FRAMES}
+
+    def train_batch(self, fold: FoldContext, batch_pos: np.ndarray, streams: Streams,
+                    runtime: Runtime) -> dict[str, torch.Tensor]:
+        """Jittered key frames (one stored frame per key frame inside its window), augmented together."""
+        data, idx = fold.data, fold.train[batch_pos]
+        choice = {}
+        for name in KEY_FRAMES:
+            allowed = getattr(fold.state, name)[batch_pos]
+            choice[name] = choose_frame_offsets(data.arrays[f"{name}_offsets"][idx], allowed, streams.data,
+                                                data.sample_id[idx], f"{name}_offsets")
+        batch = self._tensors(data.arrays, idx, choice, runtime)
+        onset, apex = augment_frames([batch["onset"], batch["apex"]], self.settings.augment, streams.augment)
+        return {"onset": onset, "apex": apex}
+
+    def predict_inputs(self, inputs: PredictInputs, rows: np.ndarray, runtime: Runtime) -> dict[str, torch.Tensor]:
+        """The exact onset and apex (stored offset 0)."""
+        return self._tensors(inputs, rows, self._exact(inputs, inputs.sample_id[rows], rows), runtime)
+
+    def report_extras(self, model: nn.Module, inputs: PredictInputs, rows: np.ndarray,
+                      runtime: Runtime) -> dict[str, np.ndarray]:
+        """First attention map (resized to 112²) and an exact-onset thumbnail of each test sample in ``rows``."""
+        choice = self._exact(inputs, inputs.sample_id[rows], rows)["onset"]
+        faces = np.stack([
+            cv2.resize(inputs["onset_frames"][row, slot], (ATTENTION_SIZE, ATTENTION_SIZE), interpolation=cv2.INTER_AREA)
+            for row, slot in zip(rows, choice, strict=True)
+        ])
+        extras = {"faces": faces, "maps": np.zeros((rows.size, 0, 0), dtype=np.float16)}
+        if "return_attention" not in inspect.signature(model.forward).parameters:
+            return extras
+        with runtime.autocast():
+            _, maps = model(**self.predict_inputs(inputs, rows, runtime), return_attention=True)
+        if len(maps):
+            first = maps[0].float()
+            if first.shape[-2:] != (ATTENTION_SIZE, ATTENTION_SIZE):
+                first = F.interpolate(first, size=(ATTENTION_SIZE, ATTENTION_SIZE), mode="bilinear", align_corners=False)
+            extras["maps"] = first[:, 0].detach().cpu().numpy().astype(np.float16)
+        return extras
+
+    @classmethod
+    def make_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str]) -> dict[str, Any]:
+        """The attention overlay of up to 8 test faces (none for the attention-free variants)."""
+        from microexpr.evaluation.figures import attention_overlay_figure
+
+        maps = np.asarray(extras.get("maps", np.zeros((0, 0, 0))))
+        if maps.ndim != 3 or maps.shape[0] == 0 or maps.shape[1] == 0:
+            return {}
+        shown = min(8, maps.shape[0])
+        captions = [f"{s} ({f})" for s, f in zip(extras["sample_ids"][:shown], extras["fold"][:shown], strict=True)]
+        figure = attention_overlay_figure(
+            list(extras["faces"][:shown]), [m.astype(np.float32) for m in maps[:shown]], captions,
+            title=title(f"{cls.report_figures['attention_overlay']} ({shown})"),
+        )
+        return {"attention_overlay": figure}
+
+
+@register_model("mmnet", task=MMNetTask)
 class MMNet(nn.Module):
     """MMNet and its ablations; ``forward(onset=..., apex=...)`` -> logits (B, num_classes).
 
@@ -155,6 +320,11 @@ class MMNet(nn.Module):
     """
 
     consumes = ("onset", "apex")
+
+    @classmethod
+    def example_config(cls, size: int) -> dict[str, int]:
+        """Constructor options for ``size``² inputs (the task's example arrays, quick tests)."""
+        return {"image_size": size}
 
     def __init__(
         self,

@@ -13,6 +13,17 @@ the same factors for onset and apex, in [0, 1] RGB before the geometry (torchvis
 a fixed order brightness → contrast → saturation, clamped after each step; the contrast pivot is the mean grey
 level of the sample's two frames together, so both frames get exactly the same pixel map).
 
+With ``interpolation: nearest`` (the reference code's RandomRotation) the three steps are instead applied in the
+reference's order, one sample at a time with torchvision's own ``rotate``, so the pixels are exactly the reference
+pipeline's (a composed nearest-neighbour map differs from it at about 1e-5 of the pixels, where float rounding
+lands on the other side of a pixel boundary).
+
+The same drawn transform moves the training targets that live on the image grid (``augment_batch``): optical
+flow fields are resampled like images and their vectors turned by the inverse linear part (a flip negates u),
+landmark points are mapped through the inverse transform and, when flipped, re-indexed by a mirror map
+(left eye <-> right eye; ``IBUG68_MIRROR`` for dlib's 68 points). ``random_crop_offsets`` / ``crop_batch`` cut
+per-sample crops (MOL's 128 of 144) that move points by the crop origin.
+
 All random numbers come from the ``torch.Generator`` passed in (a CPU generator); the drawn parameters are moved
 to the batch's device, so results do not depend on the device's random state or on other threads.
 """
@@ -27,19 +38,30 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
 
 __all__ = [
+    "IBUG68_MIRROR",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AugmentConfig",
+    "AugmentedBatch",
     "PairTransform",
     "affine_theta",
+    "augment_batch",
     "augment_frames",
     "augment_pair",
+    "crop_batch",
     "crop_mask",
     "draw_transforms",
+    "inverse_linear",
     "jitter_color",
+    "random_crop_offsets",
+    "to_input_tensor",
     "to_model_tensor",
+    "transform_flow_vectors",
+    "transform_points",
     "warp",
 ]
 
@@ -47,6 +69,25 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 _INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def _mirror_pairs(pairs: Sequence[tuple[int, int]], n: int) -> tuple[int, ...]:
+    order = list(range(n))
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    return tuple(order)
+
+
+# dlib / iBUG 68-point layout: index i of a mirrored face is point IBUG68_MIRROR[i] of the original (an involution).
+IBUG68_MIRROR: tuple[int, ...] = _mirror_pairs(
+    [(i, 16 - i) for i in range(8)]  # jaw line
+    + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22)]  # eyebrows
+    + [(31, 35), (32, 34)]  # nostrils (27-30, 33 on the midline)
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips (51, 57 on the midline)
+    + [(60, 64), (61, 63), (65, 67)],  # inner lips (62, 66 on the midline)
+    68,
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +172,14 @@ def draw_transforms(batch: int, cfg: AugmentConfig, generator: torch.Generator) 
     return PairTransform(flip, angle, shift, color)
 
 
+def _flip_rotation(flip: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 2) float64 pixel-space linear map F·R (output offsets → source offsets; F mirrors x when ``flip``)."""
+    radians = angle_deg.double() * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    mirror = 1.0 - 2.0 * flip.double()  # -1 flips x
+    return torch.stack([torch.stack([mirror * cos, -mirror * sin], -1), torch.stack([sin, cos], -1)], dim=-2)
+
+
 def affine_theta(
     flip: torch.Tensor, angle_deg: torch.Tensor, shift_px: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
@@ -140,14 +189,9 @@ def affine_theta(
     the content counter-clockwise by ``angle_deg`` about the image centre and F mirrors x when ``flip``. That
     is torchvision's hflip, then rotate(angle), then pad-and-crop with crop origin ``padding + shift``.
     """
-    radians = angle_deg.double() * (math.pi / 180.0)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    mirror = 1.0 - 2.0 * flip.double()  # -1 flips x
     half = torch.tensor([width / 2.0, height / 2.0], dtype=torch.float64)
     # pixel-space linear part F·R, then conjugated by D = diag(W/2, H/2) into normalised coordinates
-    linear = torch.stack(
-        [torch.stack([mirror * cos, -mirror * sin], -1), torch.stack([sin, cos], -1)], dim=-2
-    )  # (B, 2, 2)
+    linear = _flip_rotation(flip, angle_deg)  # (B, 2, 2)
     normalised = linear * half[None, None, :] / half[None, :, None]
     offset = (linear @ shift_px.double().unsqueeze(-1)).squeeze(-1) / half
     return torch.cat([normalised, offset.unsqueeze(-1)], dim=-1).float()
@@ -207,32 +251,202 @@ def _memory_format(images: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+class AugmentedBatch(NamedTuple):
+    """What ``augment_batch`` returns: the inputs, flows and points in the order given, all moved alike."""
+
+    images: list[torch.Tensor]
+    flows: list[torch.Tensor]
+    points: list[torch.Tensor]
+
+
+def _as_channels(image: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) as is; a clip (B, C, T, H, W) with its frames stacked on channels (B, C·T, H, W)."""
+    if image.ndim == 5:
+        return image.reshape(image.shape[0], -1, *image.shape[-2:])
+    if image.ndim != 4:
+        raise ValueError(f"spatial inputs must be (B, C, H, W) images or (B, C, T, H, W) clips, got {tuple(image.shape)}")
+    return image
+
+
+def _jitter_inputs(images: list[torch.Tensor], colour: Sequence[bool], factors: torch.Tensor) -> list[torch.Tensor]:
+    """Colour jitter on the RGB inputs flagged in ``colour`` (clips frame by frame), one pivot per sample."""
+    chosen = [i for i, flag in enumerate(colour) if flag]
+    if not chosen:
+        return images
+    frames: list[torch.Tensor] = []
+    for i in chosen:
+        image = images[i]
+        if image.shape[1] != 3:
+            raise ValueError(f"colour jitter needs RGB inputs (3 channels), input {i} has shape {tuple(image.shape)}")
+        frames.extend(image.unbind(2) if image.ndim == 5 else [image])
+    jittered = iter(jitter_color(frames, factors))
+    out = list(images)
+    for i in chosen:
+        out[i] = torch.stack([next(jittered) for _ in range(images[i].shape[2])], 2) if images[i].ndim == 5 else next(
+            jittered)
+    return out
+
+
+def _shift_zero_fill(image: torch.Tensor, shift_x: int, shift_y: int) -> torch.Tensor:
+    """(C, H, W) moved by (−shift_x, −shift_y) with zero fill: zero padding then a crop at padding + shift."""
+    out = torch.zeros_like(image)
+    height, width = image.shape[-2:]
+    ys, yd = (slice(shift_y, height), slice(0, height - shift_y)) if shift_y >= 0 else (
+        slice(0, height + shift_y), slice(-shift_y, height))
+    xs, xd = (slice(shift_x, width), slice(0, width - shift_x)) if shift_x >= 0 else (
+        slice(0, width + shift_x), slice(-shift_x, width))
+    out[..., yd, xd] = image[..., ys, xs]
+    return out
+
+
+def _sequential_nearest(images: torch.Tensor, params: PairTransform) -> torch.Tensor:
+    """hflip → torchvision ``rotate`` (nearest) → zero-padded crop, one sample at a time: the reference pipeline."""
+    out = torch.empty_like(images)
+    for i in range(images.shape[0]):
+        image = images[i].flip(-1) if bool(params.flip[i]) else images[i]
+        angle = float(params.angle[i])
+        if angle != 0.0:
+            image = TF.rotate(image, angle, interpolation=InterpolationMode.NEAREST)
+        shift_x, shift_y = (int(v) for v in params.shift[i].tolist())
+        out[i] = _shift_zero_fill(image, shift_x, shift_y)
+    return out
+
+
+def _apply_geometry(stacked: torch.Tensor, params: PairTransform, cfg: AugmentConfig) -> torch.Tensor:
+    """The drawn flip/rotation/translation on (B, C, H, W): one composed map (bilinear) or the reference's steps."""
+    batch, _, height, width = stacked.shape
+    if cfg.interpolation == "nearest":
+        return _sequential_nearest(stacked, params)
+    theta = affine_theta(params.flip, params.angle, params.shift, height, width)
+    warped = warp(stacked, theta, cfg.interpolation)
+    if cfg.padding > 0 and cfg.rotation > 0:
+        warped = warped * crop_mask(params.shift, height, width, warped.device).to(warped.dtype)
+    return warped
+
+
+def inverse_linear(params: PairTransform) -> torch.Tensor:
+    """(B, 2, 2) float64 inverse of the linear part: how a displacement in the source appears in the output."""
+    return torch.linalg.inv(_flip_rotation(params.flip, params.angle))
+
+
+def transform_flow_vectors(flow: torch.Tensor, params: PairTransform) -> torch.Tensor:
+    """Turn the (u, v) vectors of a flow (B, 2, ...) that was already resampled: flip negates u, rotation turns."""
+    inverse = inverse_linear(params).to(flow.device, flow.dtype)
+    u, v = flow[:, 0], flow[:, 1]
+    shape = (-1,) + (1,) * (flow.ndim - 2)
+    new_u = inverse[:, 0, 0].view(shape) * u + inverse[:, 0, 1].view(shape) * v
+    new_v = inverse[:, 1, 0].view(shape) * u + inverse[:, 1, 1].view(shape) * v
+    return torch.stack([new_u, new_v], dim=1)
+
+
+def transform_points(
+    points: torch.Tensor, params: PairTransform, height: int, width: int, mirror: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Map (x, y) pixel positions (B, ..., K, 2) through the drawn transforms; flipped samples re-indexed by ``mirror``.
+
+    Pixel (column x, row y) has its centre at x + 0.5 in the continuous image; the transform maps output position
+    q to source position L·(q + shift) about the image centre, so a source point s lands at L⁻¹·s − shift.
+    """
+    if points.shape[-1] != 2:
+        raise ValueError(f"points must end in (x, y), got shape {tuple(points.shape)}")
+    dtype = points.dtype
+    centre = torch.tensor([width / 2.0, height / 2.0], dtype=torch.float64, device=points.device)
+    inverse = inverse_linear(params).to(points.device)
+    flat = points.double().reshape(points.shape[0], -1, 2) + 0.5 - centre
+    moved = torch.einsum("bij,bnj->bni", inverse, flat) - params.shift.double().to(points.device)[:, None, :]
+    out = (moved + centre - 0.5).reshape(points.shape).to(dtype)
+    flipped = params.flip.to(points.device)
+    if mirror is not None and bool(flipped.any()):
+        index = torch.as_tensor(mirror, device=points.device, dtype=torch.long)
+        if index.numel() != points.shape[-2]:
+            raise ValueError(f"mirror map has {index.numel()} entries for {points.shape[-2]} points")
+        out[flipped] = out[flipped].index_select(-2, index)
+    return out
+
+
+def augment_batch(
+    images: Sequence[torch.Tensor],
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    *,
+    colour: Sequence[bool] | None = None,
+    flows: Sequence[torch.Tensor] = (),
+    points: Sequence[torch.Tensor] = (),
+    mirror: Sequence[int] | None = None,
+) -> AugmentedBatch:
+    """One random transform per sample, applied to every spatial input and to the targets it moves.
+
+    ``images``: normalised (B, C, H, W) images or (B, C, T, H, W) clips of the same samples and the same H, W;
+    ``colour`` flags the RGB ones that get colour jitter (default: every 3-channel input). ``flows``: (B, 2, H, W)
+    or (B, 2, T, H, W) displacement fields in pixels on the same grid, resampled and their vectors turned.
+    ``points``: (B, ..., K, 2) (x, y) pixel positions, mapped, and re-indexed by ``mirror`` where flipped.
+    Randomness comes from ``generator`` only, one draw per sample for every part even when a part is off, so
+    switching one part off does not reshuffle the others.
+    """
+    images = list(images)
+    if not images:
+        raise ValueError("augment_batch needs at least one image or clip input")
+    batch = images[0].shape[0]
+    height, width = images[0].shape[-2:]
+    for tensor in [*images, *flows]:
+        if tensor.shape[0] != batch or tuple(tensor.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"every spatial input and flow must share the batch and grid (B={batch}, {height}x{width}), "
+                f"got {tuple(tensor.shape)}"
+            )
+    params = draw_transforms(batch, cfg, generator)
+    flags = [image.shape[1] == 3 for image in images] if colour is None else list(colour)
+    if cfg.color:
+        images = _jitter_inputs(images, flags, params.color)
+    if not cfg.geometric:
+        return AugmentedBatch(images, list(flows), list(points))
+    parts = [*images, *flows]
+    memory_format = _memory_format(images[0])
+    stacked = [_as_channels(part) for part in parts]
+    moved = _apply_geometry(torch.cat(stacked, dim=1), params, cfg).split([s.shape[1] for s in stacked], dim=1)
+    restored = [m.reshape(p.shape) for m, p in zip(moved, parts, strict=True)]
+    out_images = [
+        m.contiguous(memory_format=memory_format) if m.ndim == 4 else m.contiguous()
+        for m in restored[: len(images)]
+    ]
+    out_flows = [transform_flow_vectors(f, params) for f in restored[len(images):]]
+    out_points = [transform_points(p, params, height, width, mirror) for p in points]
+    return AugmentedBatch(out_images, out_flows, out_points)
+
+
 def augment_frames(
     frames: Sequence[torch.Tensor], cfg: AugmentConfig, generator: torch.Generator
 ) -> list[torch.Tensor]:
     """The same random colour jitter and flip/rotation/translation for every frame of each sample.
 
     ``frames`` are ImageNet-normalised (B, 3, H, W) float tensors of the same samples (e.g. onset and apex) on
-    any device; outputs keep shape, device, dtype and memory format. Randomness is drawn from ``generator``
-    only, one draw per sample for every part even when a part is off, so switching one part off does not
-    reshuffle the others.
+    any device; outputs keep shape, device, dtype and memory format (``augment_batch`` with images only).
     """
     frames = list(frames)
     shapes = {tuple(f.shape) for f in frames}
     if not frames or len(shapes) != 1:
         raise ValueError(f"augment_frames needs one or more frames of the same shape, got {sorted(shapes)}")
-    batch, channels, height, width = frames[0].shape
-    params = draw_transforms(batch, cfg, generator)
-    if cfg.color:
-        frames = jitter_color(frames, params.color)
-    if not cfg.geometric:
-        return frames
-    memory_format = _memory_format(frames[0])
-    theta = affine_theta(params.flip, params.angle, params.shift, height, width)
-    warped = warp(torch.cat(frames, dim=1), theta, cfg.interpolation)
-    if cfg.padding > 0 and cfg.rotation > 0:
-        warped = warped * crop_mask(params.shift, height, width, warped.device).to(warped.dtype)
-    return [part.contiguous(memory_format=memory_format) for part in warped.split(channels, dim=1)]
+    return augment_batch(frames, cfg, generator, colour=[True] * len(frames)).images
+
+
+def random_crop_offsets(
+    batch: int, size_in: tuple[int, int], size_out: tuple[int, int], generator: torch.Generator
+) -> torch.Tensor:
+    """(B, 2) integer (x, y) origins of a uniform random ``size_out`` crop inside ``size_in`` per sample."""
+    (h_in, w_in), (h_out, w_out) = size_in, size_out
+    if h_out > h_in or w_out > w_in:
+        raise ValueError(f"crop {size_out} is larger than the input {size_in}")
+    x = torch.randint(0, w_in - w_out + 1, (batch,), generator=generator)
+    y = torch.randint(0, h_in - h_out + 1, (batch,), generator=generator)
+    return torch.stack([x, y], dim=1)
+
+
+def crop_batch(tensor: torch.Tensor, origins: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per-sample crops of (B, ..., H, W) at ``origins`` (B, 2) (x, y); subtract the origins from points to follow."""
+    height, width = size
+    return torch.stack([
+        tensor[i, ..., y : y + height, x : x + width] for i, (x, y) in enumerate(origins.tolist())
+    ])
 
 
 def augment_pair(
@@ -261,3 +475,39 @@ def to_model_tensor(
         images = images.contiguous()
     mean, std = _stats(images.device, images.dtype)
     return images.sub_(mean * 255.0).div_(std * 255.0)
+
+
+def to_input_tensor(
+    array: np.ndarray,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Channels-last numpy (N, H, W, C) or (N, T, H, W, C) → float32 (N, C, H, W) / (N, C, T, H, W) on ``device``.
+
+    uint8 arrays are scaled to [0, 1] and then normalised per channel by ``mean``/``std`` (None: no
+    normalisation); float arrays (flow in pixels) are normalised as they are. ``channels_last`` keeps the NHWC
+    memory layout of 4-D images (no copy); clips are always made contiguous.
+    """
+    if array.ndim not in (4, 5):
+        raise ValueError(f"expected (N, H, W, C) or (N, T, H, W, C), got shape {array.shape}")
+    raw = torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+    order = (0, 3, 1, 2) if array.ndim == 4 else (0, 4, 1, 2, 3)
+    tensor = raw.permute(*order).float()
+    if array.ndim == 5 or not channels_last:
+        tensor = tensor.contiguous()
+    channels = tensor.shape[1]
+    view = (1, channels) + (1,) * (tensor.ndim - 2)
+    scale = 255.0 if array.dtype == np.uint8 else 1.0
+    if mean is not None:
+        if len(mean) != channels:
+            raise ValueError(f"normalisation mean has {len(mean)} values for {channels} channels")
+        tensor = tensor.sub_(torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(view) * scale)
+    if std is not None:
+        if len(std) != channels:
+            raise ValueError(f"normalisation std has {len(std)} values for {channels} channels")
+        tensor = tensor.div_(torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(view) * scale)
+    elif scale != 1.0:
+        tensor = tensor.div_(scale)
+    return tensor

@@ -1,70 +1,64 @@
 """Fit and predict one fold: a fresh model under a fixed seed, a fixed schedule, per-epoch test probabilities.
 
-``train_fold`` is pure with respect to its inputs: numpy arrays in (the model input contract below), a
-``FoldOutcome`` out. It never reads files, globals or MLflow; the Kedro node around it does the I/O and the
-tracking hook logs ``FoldOutcome.history``.
+``train_fold`` is what every model shares: seeding, device and precision, the epoch loop with gradient
+accumulation, the history (every named loss term, learning rates, throughput) and prediction. Everything that is
+one model's business (inputs, sampling, augmentation, loss, scores, parameter groups, report extras) comes from
+its task (microexpr.training.task). ``train_fold`` is pure with respect to its inputs: the model's input bundle
+(numpy arrays) in, a ``FoldOutcome`` out; it never reads files, globals or MLflow (the Kedro node around it does
+the I/O; the tracking hook logs ``FoldOutcome.history``).
 
-Input contract (one entry per sample, N samples; the key-frame input builder's output):
-    sample_id (N,) str; y (N,) int64 label ids; classes (C,) str
-    <name>_frames (N, K, H, W, 3) uint8 RGB and <name>_offsets (N, K) int16 (offset of each stored frame from
-        the key frame; ``PAD_OFFSET`` = empty slot), for every framed input the model consumes ("onset", "apex")
-    rise (N,) = apex − onset, fall (N,) = offset − apex, in frames (for the training frame windows)
-    <name> (N, ...) numeric, for any other input the model consumes (passed as a float tensor, unaugmented)
+Honesty: prediction (every epoch's test pass and the report extras) is handed a ``PredictInputs`` view holding
+only the arrays of the task's declared model inputs; labels, targets and training-only arrays of the test
+samples are never passed to it.
 
 Randomness (kedro.md G10: folds may run in threads): the model is initialised under a module lock with the global
-CPU generator forked and seeded, so concurrent folds cannot interleave; shuffling and frame choice come from a
-numpy Generator and augmentation from a CPU ``torch.Generator``, both derived from ``seed``. Models with
-stochastic layers (dropout, drop-path) draw from the device's global generator inside ``forward``; for those, each
-training forward runs under the same lock with that generator forked and seeded from the fold's own stream, so
-the result does not depend on other threads either (the lock serialises only those forwards).
+CPU generator forked and seeded, so concurrent folds cannot interleave; the epoch order and the task's sampling
+come from a numpy Generator and augmentation from a CPU ``torch.Generator``, both derived from ``seed``. Models
+with stochastic layers (dropout, drop-path) draw from the device's global generator inside ``forward``; for those,
+each training forward runs under the same lock with that generator forked and seeded from the fold's own stream,
+so the result does not depend on other threads either (the lock serialises only those forwards).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from microexpr.models import build_model
-from microexpr.training.augment import AugmentConfig, augment_frames, to_model_tensor
-from microexpr.training.sampling import (
-    FrameWindows,
-    allowed_windows,
-    choose_frame_offsets,
-    exact_frame_index,
-    validate_frames_config,
-)
+from microexpr.models import build_model, build_task
+from microexpr.training.inputs import check_bundle
+from microexpr.training.runtime import Runtime, resolve_runtime
+from microexpr.training.task import FoldContext, PredictInputs, Streams, Task, TrainData
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ATTENTION_SIZE",
+    "HISTORY_COLUMNS",
     "FoldOutcome",
-    "ModelInputs",
     "OptimizerConfig",
     "Runtime",
     "SchedulerConfig",
     "TrainConfig",
     "build_optimizer",
     "build_scheduler",
+    "predict_inputs",
     "predict_proba",
     "resolve_runtime",
     "train_fold",
 ]
 
-# side of the stored attention maps and face thumbnails (the first CA block's map at 224² input)
-ATTENTION_SIZE = 112
-JITTERED_INPUTS = ("onset", "apex")  # framed inputs that get training frame windows; others use offset 0
+# Columns every history has; a task adds ``train_loss_<term>`` per loss term and ``lr_<group>`` per extra group.
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "lr", "seconds", "samples_per_s", "test_acc")
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
@@ -88,7 +82,8 @@ def _unknown_keys(section: str, params: Mapping[str, Any], known: Sequence[str])
 @dataclass(frozen=True)
 class OptimizerConfig:
     """``optimizer``: name (AdamW | Adam | SGD, case-insensitive), lr, weight_decay, and any other keyword the
-    torch optimiser accepts (betas, eps, momentum, nesterov, ...) in ``options``."""
+    torch optimiser accepts (betas, eps, momentum, nesterov, ...) in ``options``. A task's parameter group may set
+    its own lr / weight_decay (e.g. a pretrained text encoder)."""
 
     name: str = "AdamW"
     lr: float = 8e-4
@@ -116,12 +111,18 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class SchedulerConfig:
     """``scheduler``: exponential (``gamma``), cosine (to ``min_lr``) or none; stepped after each of the first
-    ``decay_epochs`` epochs only (None = every epoch; the reference MMNet code decays for 50 of 74 epochs)."""
+    ``decay_epochs`` epochs only (None = every epoch; the reference MMNet code decays for 50 of 74 epochs).
+
+    ``warmup_epochs``: a linear learning-rate warm-up from lr/(warmup_epochs + 1) to lr over that many epochs
+    before the schedule starts (0 = none). No paper uses one: it is a demonstration setting (``--env quick``)
+    and the report lists it when it is on.
+    """
 
     name: str = "exponential"
     gamma: float = 0.987
     decay_epochs: int | None = None
     min_lr: float = 0.0
+    warmup_epochs: int = 0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> SchedulerConfig:
@@ -132,30 +133,32 @@ class SchedulerConfig:
             raise ValueError(f"scheduler.name={config.name!r} is not one of {', '.join(SCHEDULERS)}")
         if not 0 < config.gamma <= 1:
             raise ValueError(f"scheduler.gamma must be in (0, 1], got {config.gamma!r}")
-        if config.decay_epochs is not None and (
-            isinstance(config.decay_epochs, bool) or config.decay_epochs < 0
-        ):
-            raise ValueError(
-                f"scheduler.decay_epochs must be a non-negative integer or null, got {config.decay_epochs!r}"
-            )
+        for name in ("decay_epochs", "warmup_epochs"):
+            value = getattr(config, name)
+            if value is None and name == "decay_epochs":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"scheduler.{name} must be a non-negative integer, got {value!r}")
         return config
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings of one model (``training`` block of ``parameters_<model>.yml``); defaults = MMNet's
-    documented training defaults (docs/models.md). Sections: optimizer, scheduler, augment (``AugmentConfig``),
-    frames (``sampling.FRAME_MODES``).
+    """What the shared loop needs (``training`` block of ``parameters_<model>.yml``); the model's own policies
+    (augmentation, frame jitter, loss weights) are its task's settings (``task`` block).
 
-    - precision: auto | fp32 | bf16. auto = bf16 autocast on CUDA with bf16 support and on CPUs with native
-      bf16 (AVX512-BF16 or AMX: the MMNet step is ≈2× faster than fp32 there), else fp32.
-    - channels_last: auto | true | false. auto = on for CUDA and CPU (2-core AVX512-BF16 CPU, MMNet step:
-      1.0-1.1× in bf16, 1.2× in fp32).
-    - device: auto (CUDA if available) | cpu | cuda | cuda:<k>.
-    - evaluate_each_epoch: predict the test samples after every epoch (needed for ``oracle_epoch``
+    - epochs, batch_size, eval_batch_size (null = batch_size).
+    - accumulate_steps: optimiser step every k batches, the loss scaled by 1/k (batch 16 × 2 = an effective 32).
+    - precision: auto | fp32 | bf16; channels_last: auto | true | false; device: auto | cpu | cuda | cuda:<k>
+      (microexpr.training.runtime).
+    - evaluate_each_epoch: predict the test samples after every epoch (needed for the ``oracle_epoch``
       selection; costs one test forward per epoch); else only after the last.
-    - eval_batch_size: batch of the test forward (null = batch_size).
-    - attention_samples: first test samples whose first attention map is kept for the report figure.
+    - report_samples: first test samples per fold whose report extras the task keeps (attention maps, ...).
+    - compile: train through ``torch.compile(model)`` (prediction and report extras stay eager). The first
+      training step of a process compiles (MMNet on a 2-core CPU: ≈ 100 s; a later fold's fresh model reuses the
+      compiled code), then steps are ≈ 1.4× faster there (docs/performance.md). Worth it for full schedules, not for
+      minute-long demos. If compiling fails (no C++ compiler, unsupported platform) the fold trains eagerly, with a
+      WARNING.
     - num_threads: torch intra-op threads (process-wide), null = leave as is.
     - return_model_state: put the final weights (CPU state dict) into the outcome.
     """
@@ -163,15 +166,15 @@ class TrainConfig:
     epochs: int = 70
     batch_size: int = 32
     eval_batch_size: int | None = None
+    accumulate_steps: int = 1
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    frames: dict[str, Any] = field(default_factory=lambda: validate_frames_config({}))
     precision: str = "auto"
     channels_last: str | bool = "auto"
     device: str = "auto"
     evaluate_each_epoch: bool = True
-    attention_samples: int = 4
+    report_samples: int = 4
+    compile: bool = False
     num_threads: int | None = None
     return_model_state: bool = False
 
@@ -184,14 +187,12 @@ class TrainConfig:
         _unknown_keys("training", params, [f.name for f in fields(cls)])
         params["optimizer"] = OptimizerConfig.from_params(params.get("optimizer"))
         params["scheduler"] = SchedulerConfig.from_params(params.get("scheduler"))
-        params["augment"] = AugmentConfig.from_params(params.get("augment"))
-        params["frames"] = validate_frames_config(params.get("frames") or {})
         config = cls(**params)
         config._check()
         return config
 
     def _check(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "accumulate_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"training.{name} must be a positive integer, got {value!r}")
@@ -205,80 +206,62 @@ class TrainConfig:
             raise ValueError(
                 f"training.channels_last must be auto, true or false, got {self.channels_last!r}"
             )
-        if self.attention_samples < 0:
-            raise ValueError(f"training.attention_samples must be >= 0, got {self.attention_samples!r}")
+        if self.report_samples < 0:
+            raise ValueError(f"training.report_samples must be >= 0, got {self.report_samples!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"training.compile must be true or false, got {self.compile!r}")
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """Resolved device, precision ("bf16" | "fp32") and memory layout of one training run."""
+def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The configured optimiser over the task's parameter groups (weight decay on all unless a group says so).
 
-    device: torch.device
-    precision: str
-    channels_last: bool
-
-    def autocast(self) -> Any:
-        if self.precision != "bf16":
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-
-def _cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions natively (MMNet step ≈2× faster than fp32;
-    benchmarks/mmnet_train_throughput.py)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_runtime(cfg: TrainConfig) -> Runtime:
-    """Pick device, precision and channels_last from the ``auto`` settings and what this machine has."""
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"training.device={cfg.device!r} but CUDA is not available on this machine")
-    if cfg.precision == "auto":
-        if device.type == "cuda":
-            bf16 = torch.cuda.is_bf16_supported()
-        else:
-            bf16 = device.type == "cpu" and _cpu_has_native_bf16()
-        precision = "bf16" if bf16 else "fp32"
-    else:
-        precision = cfg.precision
-    channels_last = device.type in ("cuda", "cpu") if cfg.channels_last == "auto" else bool(cfg.channels_last)
-    return Runtime(device, precision, channels_last)
-
-
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The configured optimiser over every trainable parameter (weight decay on all, as the reference)."""
+    A group may carry ``lr_scale``: its learning rate is ``optimizer.lr`` times that factor (e.g. a pretrained text
+    encoder trained slower than the rest), and it follows the same schedule.
+    """
     optimizer_cls = OPTIMIZERS[cfg.name.lower()]
-    params = [p for p in model.parameters() if p.requires_grad]
-    return optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options)
+    resolved = []
+    for group in groups:
+        group = dict(group)
+        scale = group.pop("lr_scale", None)
+        if scale is not None:
+            if not float(scale) > 0:
+                raise ValueError(f"parameter group {group.get('name', '?')!r}: lr_scale must be > 0, got {scale!r}")
+            group["lr"] = cfg.lr * float(scale)
+        resolved.append(group)
+    return optimizer_cls(resolved, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.options)
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Per-epoch LR schedule (stepped by the loop after each of the first ``decay_epochs`` epochs)."""
+    """Per-epoch LR schedule (stepped by the loop after each warm-up epoch and each of the first ``decay_epochs``)."""
     if cfg.name == "none":
-        return None
-    if cfg.name == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
-    horizon = cfg.decay_epochs if cfg.decay_epochs is not None else epochs
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(horizon, 1), eta_min=cfg.min_lr)
+        main = None
+    elif cfg.name == "exponential":
+        main = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
+    else:
+        horizon = cfg.decay_epochs if cfg.decay_epochs is not None else epochs - cfg.warmup_epochs
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(horizon, 1), eta_min=cfg.min_lr)
+    if cfg.warmup_epochs == 0:
+        return main
+    warmup = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0 / (cfg.warmup_epochs + 1), end_factor=1.0, total_iters=cfg.warmup_epochs
+    )
+    if main is None:
+        return warmup
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup_epochs])
 
 
 @dataclass
 class FoldOutcome:
     """What one fold's training produced (all numpy / pandas; the model itself only if asked for).
 
-    history: one row per epoch (``HISTORY_COLUMNS``; ``seconds`` is the whole epoch including the test pass,
+    history: one row per epoch (``HISTORY_COLUMNS`` plus ``train_loss_<term>`` for each of the task's loss terms
+    and ``lr_<group>`` for each further parameter group; ``seconds`` is the whole epoch including the test pass,
     ``samples_per_s`` the training part only, ``test_acc`` NaN where the test set was not evaluated).
-    epoch_probs: (E, n_test, C) float32 softmax probabilities after each epoch in ``evaluated_epochs`` (all
-    epochs with ``evaluate_each_epoch``, else only the last). attention: ``sample_ids`` (k,), ``maps`` (k, 112,
-    112) float16 (the first attention map, (0, 112, 112) for models without maps), ``faces`` (k, 112, 112, 3)
-    uint8 exact-onset thumbnails.
+    epoch_probs: (E, n_test, C) float32 class probabilities after each epoch in ``evaluated_epochs`` (all epochs
+    with ``evaluate_each_epoch``, else only the last). extras: the task's report extras of the first
+    ``report_samples`` test samples (``sample_ids`` plus task-defined arrays, one row per sample).
     """
 
     history: pd.DataFrame
@@ -286,7 +269,7 @@ class FoldOutcome:
     epoch_probs: np.ndarray
     evaluated_epochs: np.ndarray
     classes: list[str]
-    attention: dict[str, np.ndarray]
+    extras: dict[str, np.ndarray]
     seed: int
     device: str
     precision: str
@@ -301,91 +284,6 @@ class FoldOutcome:
     @property
     def evaluated_each_epoch(self) -> bool:
         return np.array_equal(self.evaluated_epochs, np.arange(1, self.epochs + 1))
-
-
-@dataclass(frozen=True)
-class ModelInputs:
-    """The arrays a model consumes, checked once: framed inputs (frames + offsets) and plain per-sample arrays."""
-
-    consumes: tuple[str, ...]
-    sample_id: np.ndarray
-    y: np.ndarray
-    classes: list[str]
-    frames: dict[str, np.ndarray]
-    offsets: dict[str, np.ndarray]
-    plain: dict[str, np.ndarray]
-
-    @classmethod
-    def from_arrays(cls, inputs: Mapping[str, np.ndarray], consumes: Sequence[str]) -> ModelInputs:
-        for key in ("sample_id", "y", "classes"):
-            if key not in inputs:
-                raise KeyError(f"model inputs lack {key!r} (have {sorted(inputs)})")
-        sample_id = np.asarray(inputs["sample_id"]).astype(str)
-        n = sample_id.shape[0]
-        classes = [str(c) for c in np.asarray(inputs["classes"]).tolist()]
-        y = np.asarray(inputs["y"])
-        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"y must be (N,) = ({n},) integer label ids, got {y.dtype} {y.shape}")
-        bad = np.flatnonzero((y < 0) | (y >= len(classes)))
-        if bad.size:
-            raise ValueError(
-                f"label ids outside [0, {len(classes)}) for classes {classes}: samples {sample_id[bad[:5]].tolist()}"
-            )
-        frames, offsets, plain = {}, {}, {}
-        for name in consumes:
-            if f"{name}_frames" in inputs:
-                frames[name] = _checked_frames(inputs, name, n)
-                offsets[name] = np.asarray(inputs[f"{name}_offsets"])
-                if offsets[name].shape != frames[name].shape[:2]:
-                    raise ValueError(
-                        f"{name}_offsets has shape {offsets[name].shape}, expected {frames[name].shape[:2]}"
-                    )
-                exact_frame_index(offsets[name], sample_id, f"{name}_offsets")  # offset 0 stored everywhere
-            elif name in inputs:
-                plain[name] = np.asarray(inputs[name])
-                if plain[name].shape[:1] != (n,):
-                    raise ValueError(
-                        f"input {name!r} must have one row per sample ({n}), got {plain[name].shape}"
-                    )
-            else:
-                raise KeyError(
-                    f"the model consumes {name!r} but the inputs hold neither '{name}_frames' nor '{name}' "
-                    f"(have {sorted(inputs)})"
-                )
-        return cls(tuple(consumes), sample_id, y.astype(np.int64), classes, frames, offsets, plain)
-
-    def exact_choice(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Stored-frame index of offset 0 (exact key frame) per framed input, for the samples ``idx``."""
-        return {
-            name: exact_frame_index(self.offsets[name][idx], self.sample_id[idx], f"{name}_offsets")
-            for name in self.frames
-        }
-
-    def tensors(
-        self, idx: np.ndarray, choice: Mapping[str, np.ndarray], runtime: Runtime
-    ) -> dict[str, torch.Tensor]:
-        """Model keyword arguments for the samples ``idx`` with the stored frames ``choice``, on the device."""
-        batch: dict[str, torch.Tensor] = {}
-        for name in self.consumes:
-            if name in self.frames:
-                pixels = self.frames[name][idx, choice[name]]
-                batch[name] = to_model_tensor(pixels, runtime.device, runtime.channels_last)
-            else:
-                batch[name] = (
-                    torch.from_numpy(np.ascontiguousarray(self.plain[name][idx])).float().to(runtime.device)
-                )
-        return batch
-
-
-def _checked_frames(inputs: Mapping[str, np.ndarray], name: str, n: int) -> np.ndarray:
-    frames = inputs[f"{name}_frames"]
-    if f"{name}_offsets" not in inputs:
-        raise KeyError(f"model inputs hold {name}_frames but not {name}_offsets")
-    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[0] != n or frames.shape[-1] != 3:
-        raise ValueError(
-            f"{name}_frames must be uint8 (N={n}, K, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-    return frames
 
 
 def _check_indices(
@@ -410,6 +308,26 @@ def _check_indices(
             f"samples are in both the training and the test side: {sample_id[overlap[:5]].tolist()}"
         )
     return train, test
+
+
+def _train_data(task: Task, bundle: Mapping[str, np.ndarray]) -> TrainData:
+    """The checked bundle as the training side sees it (labels checked against the class list)."""
+    check_bundle(task, bundle)
+    sample_id = np.asarray(bundle["sample_id"]).astype(str)
+    classes = [str(c) for c in np.asarray(bundle["classes"]).tolist()]
+    y = np.asarray(bundle["y"])
+    if y.shape != sample_id.shape or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must be (N,) = ({sample_id.size},) integer label ids, got {y.dtype} {y.shape}")
+    bad = np.flatnonzero((y < 0) | (y >= len(classes)))
+    if bad.size:
+        raise ValueError(f"label ids outside [0, {len(classes)}) for classes {classes}: samples {sample_id[bad[:5]].tolist()}")
+    arrays = {name: np.asarray(bundle[name]) for name in task.declared_arrays()}
+    return TrainData(sample_id, y.astype(np.int64), classes, arrays)
+
+
+def predict_inputs(task: Task, data: TrainData) -> PredictInputs:
+    """The prediction view of the bundle: sample ids and the task's model-input arrays only."""
+    return PredictInputs(data.sample_id, {name: data.arrays[name] for name in task.input_arrays()}, task.name)
 
 
 def _build_seeded_model(
@@ -462,135 +380,131 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 def predict_proba(
     model: nn.Module,
-    data: ModelInputs,
-    idx: np.ndarray,
+    task: Task,
+    inputs: PredictInputs,
+    rows: np.ndarray,
     runtime: Runtime,
     batch_size: int,
+    n_classes: int,
 ) -> np.ndarray:
-    """Softmax probabilities (len(idx), C) float32 on the exact key frames, eval mode, no augmentation."""
-    idx = np.asarray(idx, dtype=np.int64)
-    probs = np.zeros((idx.size, len(data.classes)), dtype=np.float32)
-    if idx.size == 0:
+    """Class probabilities (len(rows), C) float32 of the test samples ``rows``: eval mode, no augmentation, the
+    task's test batches; several items of one sample (sub-clips) are averaged."""
+    rows = np.asarray(rows, dtype=np.int64)
+    probs = np.zeros((rows.size, n_classes), dtype=np.float32)
+    if rows.size == 0:
         return probs
+    counts = np.zeros(rows.size, dtype=np.int64)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in range(0, idx.size, batch_size):
-            part = idx[start : start + batch_size]
-            batch = data.tensors(part, data.exact_choice(part), runtime)
+        for owners, batch in task.predict_batches(inputs, rows, runtime, batch_size):
             with runtime.autocast():
-                logits = model(**batch)
-            probs[start : start + part.size] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+                outputs = task.forward(model, batch, training=False)
+            scores = task.scores(outputs).float().cpu().numpy()
+            if np.unique(owners).size == owners.size and not counts[owners].any():
+                probs[owners] = scores
+            else:
+                np.add.at(probs, owners, scores)
+            counts[owners] += 1
     model.train(was_training)
+    if (counts == 0).any():
+        raise ValueError(f"{task.name}: predict_batches gave no item for samples {inputs.sample_id[rows[counts == 0]][:5]}")
+    several = counts > 1
+    probs[several] /= counts[several, None]
     return probs
 
 
-def _attention_summary(
-    model: nn.Module, data: ModelInputs, test_idx: np.ndarray, runtime: Runtime, k: int
-) -> dict[str, np.ndarray]:
-    """First attention map and an exact-onset thumbnail for the first ``k`` test samples (report figure)."""
-    idx = test_idx[:k]
-    size = ATTENTION_SIZE
-    empty_maps = np.zeros((0, size, size), dtype=np.float16)
-    face_input = "onset" if "onset" in data.frames else next(iter(data.frames), None)
-    faces = np.zeros((idx.size, size, size, 3), dtype=np.uint8)
-    if face_input is not None and idx.size:
-        choice = data.exact_choice(idx)[face_input]
-        for row, (sample, slot) in enumerate(zip(idx, choice, strict=True)):
-            faces[row] = cv2.resize(
-                data.frames[face_input][sample, slot], (size, size), interpolation=cv2.INTER_AREA
-            )
-    summary = {"sample_ids": data.sample_id[idx], "maps": empty_maps, "faces": faces}
-    if idx.size == 0 or "return_attention" not in inspect.signature(model.forward).parameters:
-        return summary
-    model.eval()
-    with torch.inference_mode(), runtime.autocast():
-        _, maps = model(**data.tensors(idx, data.exact_choice(idx), runtime), return_attention=True)
-    if len(maps):
-        first = maps[0].float()
-        if first.shape[-2:] != (size, size):
-            first = F.interpolate(first, size=(size, size), mode="bilinear", align_corners=False)
-        summary["maps"] = first[:, 0].cpu().numpy().astype(np.float16)
-    return summary
-
-
-def _seed_streams(seed: int) -> tuple[np.random.Generator, torch.Generator, np.random.Generator]:
-    """Independent streams for shuffling + frame choice (numpy), augmentation (torch CPU) and dropout seeds."""
+def _seed_streams(seed: int) -> tuple[Streams, np.random.Generator]:
+    """Independent streams for the data (order, sampling), augmentation (torch CPU) and dropout seeds."""
     data_seq, augment_seq, dropout_seq = np.random.SeedSequence(seed).spawn(3)
     torch_seed = int(augment_seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
-    return (
-        np.random.default_rng(data_seq),
-        torch.Generator().manual_seed(torch_seed),
-        np.random.default_rng(dropout_seq),
-    )
+    streams = Streams(np.random.default_rng(data_seq), torch.Generator().manual_seed(torch_seed))
+    return streams, np.random.default_rng(dropout_seq)
 
 
 @dataclass
-class _FoldState:
-    """Everything one fold's epochs share: model, data, optimiser, random streams."""
+class _EpochStats:
+    """Running sums of one epoch: per-sample weighted loss terms and correct predictions."""
+
+    samples: int = 0
+    correct: int = 0
+    total: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)
+
+    def add(self, total: torch.Tensor, terms: Mapping[str, torch.Tensor], n: int, correct: int) -> None:
+        self.samples += n
+        self.correct += correct
+        self.total += float(total.detach()) * n
+        for name, value in terms.items():
+            self.terms[name] = self.terms.get(name, 0.0) + float(value.detach()) * n
+
+    def row(self) -> dict[str, float]:
+        out = {"train_loss": self.total / self.samples, "train_acc": self.correct / self.samples}
+        out.update({f"train_loss_{name}": value / self.samples for name, value in self.terms.items()})
+        return out
+
+
+@dataclass
+class _Fold:
+    """Everything one fold's epochs share: model, task, data, optimiser, random streams. ``trained`` is what the
+    training forward calls: the model, or ``torch.compile(model)`` until compiling it fails."""
 
     model: nn.Module
-    data: ModelInputs
-    train: np.ndarray
-    windows: FrameWindows | None
+    trained: nn.Module
+    task: Task
+    context: FoldContext
     optimizer: torch.optim.Optimizer
     runtime: Runtime
     cfg: TrainConfig
-    data_rng: np.random.Generator
-    augment_gen: torch.Generator
+    streams: Streams
     dropout_rng: np.random.Generator
     stochastic: bool
 
-    def training_batch(self, batch_pos: np.ndarray) -> dict[str, torch.Tensor]:
-        """Model inputs of the training samples at ``batch_pos``: jittered key frames, augmented together."""
-        idx = self.train[batch_pos]
-        data = self.data
-        choice = data.exact_choice(idx)
-        for name in JITTERED_INPUTS:
-            if name in data.frames and self.windows is not None:
-                allowed = getattr(self.windows, name)[batch_pos]
-                offsets = data.offsets[name][idx]
-                choice[name] = choose_frame_offsets(
-                    offsets, allowed, self.data_rng, data.sample_id[idx], f"{name}_offsets"
-                )
-        batch = data.tensors(idx, choice, self.runtime)
-        framed = [name for name in data.consumes if name in data.frames]
-        if framed:
-            augmented = augment_frames([batch[name] for name in framed], self.cfg.augment, self.augment_gen)
-            batch.update(zip(framed, augmented, strict=True))
-        return batch
-
-    def train_epoch(self) -> tuple[float, float]:
-        """One pass over the shuffled training samples; mean loss and accuracy (on the augmented inputs)."""
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the task's epoch order; mean loss terms and accuracy (on the augmented inputs)."""
         self.model.train()
-        y_train = torch.from_numpy(self.data.y[self.train]).to(self.runtime.device)
-        loss_sum, correct = 0.0, 0
-        for batch_pos in _batches(self.data_rng.permutation(self.train.size), self.cfg.batch_size):
-            batch = self.training_batch(batch_pos)
-            target = y_train[batch_pos]
+        context, runtime, steps = self.context, self.runtime, self.cfg.accumulate_steps
+        stats = _EpochStats()
+        batches = _batches(self.task.epoch_order(context.train.size, self.streams.data), self.cfg.batch_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        for number, batch_pos in enumerate(batches, start=1):
+            batch = self.task.train_batch(context, batch_pos, self.streams, runtime)
+            rows = context.train[batch_pos]
+            batch["y"] = torch.from_numpy(context.data.y[rows]).to(runtime.device)
             step_seed = int(self.dropout_rng.integers(2**62))
+            outputs = self._forward(batch, step_seed)
+            losses = self.task.loss(outputs, batch, context)
+            (losses.total if steps == 1 else losses.total / steps).backward()
+            if number % steps == 0 or number == len(batches):
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                predicted = self.task.scores(outputs).argmax(1)
+            stats.add(losses.total, losses.terms, int(batch_pos.size), int((predicted == batch["y"]).sum()))
+        return stats.row()
+
+
+    def _forward(self, batch: dict[str, torch.Tensor], step_seed: int) -> Any:
+        """The training forward (seeded for stochastic layers); a failed compile falls back to the eager model."""
+        try:
             with _seeded_forward(self.runtime.device, step_seed, self.stochastic), self.runtime.autocast():
-                logits = self.model(**batch)
-            loss = F.cross_entropy(logits.float(), target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += float(loss.detach()) * batch_pos.size
-            correct += int((logits.detach().argmax(1) == target).sum())
-        return loss_sum / self.train.size, correct / self.train.size
+                return self.task.forward(self.trained, batch, training=True)
+        except Exception as error:  # noqa: BLE001 - any compiler failure; eager mode re-raises real errors below
+            if self.trained is self.model:
+                raise
+            logger.warning("torch.compile failed (%s: %s); training this fold without it",
+                           type(error).__name__, str(error).splitlines()[0][:200])
+            self.trained = self.model
+            with _seeded_forward(self.runtime.device, step_seed, self.stochastic), self.runtime.autocast():
+                return self.task.forward(self.model, batch, training=True)
 
 
-def _frame_windows(
-    inputs: Mapping[str, np.ndarray], data: ModelInputs, train: np.ndarray, cfg: TrainConfig
-) -> FrameWindows | None:
-    """Training frame windows when the model consumes onset or apex frames (needs ``rise`` and ``fall``)."""
-    if not any(name in data.frames for name in JITTERED_INPUTS):
-        return None
-    for key in ("rise", "fall"):
-        if key not in inputs:
-            raise KeyError(f"model inputs lack {key!r}, needed for the training frame windows")
-    rise, fall = np.asarray(inputs["rise"])[train], np.asarray(inputs["fall"])[train]
-    return allowed_windows(cfg.frames, rise, fall, data.sample_id[train])
+def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``lr`` of the first parameter group and ``lr_<name>`` of every other (named by the task)."""
+    rates = {"lr": float(optimizer.param_groups[0]["lr"])}
+    for position, group in enumerate(optimizer.param_groups[1:], start=1):
+        rates[f"lr_{group.get('name', position)}"] = float(group["lr"])
+    return rates
 
 
 def train_fold(
@@ -602,66 +516,78 @@ def train_fold(
     cfg: TrainConfig | Mapping[str, Any],
     seed: int,
     progress: ProgressCallback | None = None,
+    task_cfg: Mapping[str, Any] | Task | None = None,
 ) -> FoldOutcome:
-    """Train a fresh ``model_name`` on ``train_idx`` for ``cfg.epochs`` and predict ``test_idx`` (see module doc).
+    """Train a fresh ``model_name`` on ``train_idx`` for ``cfg.epochs`` and predict ``test_idx`` (module doc).
 
-    ``train_idx``/``test_idx`` are positions into the input arrays; the test side may be empty (then every
-    prediction array is empty), a class may be absent from the training side. ``progress(epoch, epochs, loss,
-    acc, samples_per_s)`` is called after each epoch. Same ``seed``, inputs and settings → identical
-    probabilities on CPU (on CUDA up to non-deterministic kernels).
+    ``inputs`` is the model's bundle (microexpr.training.inputs); ``task_cfg`` its task settings (the ``task``
+    parameter block) or a built task. ``train_idx``/``test_idx`` are positions into the bundle; the test side may
+    be empty (then every prediction array is empty), a class may be absent from the training side.
+    ``progress(epoch, epochs, loss, acc, samples_per_s)`` is called after each epoch. Same ``seed``, inputs and
+    settings → identical probabilities on CPU (on CUDA up to non-deterministic kernels).
     """
     started = time.perf_counter()
     cfg = TrainConfig.from_params(cfg)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
-    runtime = resolve_runtime(cfg)
-    if "classes" not in inputs:
-        raise KeyError(f"model inputs lack 'classes' (have {sorted(inputs)})")
-    model = _build_seeded_model(model_name, len(np.asarray(inputs["classes"])), model_cfg or {}, seed)
-    data = ModelInputs.from_arrays(inputs, model.consumes)
+    task = task_cfg if isinstance(task_cfg, Task) else build_task(model_name, dict(task_cfg or {}))
+    data = _train_data(task, inputs)
     train, test = _check_indices(train_idx, test_idx, data.sample_id)
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model = model.to(runtime.device, memory_format=memory_format)
-    optimizer = build_optimizer(model, cfg.optimizer)
+    model = _build_seeded_model(model_name, len(data.classes), model_cfg or {}, seed)
+    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, model)
+    model = model.to(runtime.device, memory_format=runtime.memory_format)
+    optimizer = build_optimizer(task.param_groups(model), cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.epochs)
-    decay_epochs = cfg.epochs if cfg.scheduler.decay_epochs is None else cfg.scheduler.decay_epochs
-    data_rng, augment_gen, dropout_rng = _seed_streams(seed)
-    fold = _FoldState(
-        model, data, train, _frame_windows(inputs, data, train, cfg), optimizer, runtime, cfg,
-        data_rng, augment_gen, dropout_rng, _has_stochastic_layers(model),
-    )  # fmt: skip
+    decay = cfg.epochs if cfg.scheduler.decay_epochs is None else cfg.scheduler.decay_epochs
+    scheduled_epochs = cfg.scheduler.warmup_epochs + decay
+    streams, dropout_rng = _seed_streams(seed)
+    context = FoldContext(data, train, task.prepare_fold(data, train))
+    trained = torch.compile(model) if cfg.compile else model
+    fold = _Fold(model, trained, task, context, optimizer, runtime, cfg, streams, dropout_rng,
+                 _has_stochastic_layers(model))
+    view = predict_inputs(task, data)
+    eval_batch = cfg.eval_batch_size or cfg.batch_size
 
     rows, epoch_probs, evaluated = [], [], []
     for epoch in range(1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"])
-        train_loss, train_acc = fold.train_epoch()
+        rates = _learning_rates(optimizer)
+        stats = fold.train_epoch()
         samples_per_s = train.size / (time.perf_counter() - epoch_start)
-        if scheduler is not None and epoch <= decay_epochs:
+        if scheduler is not None and epoch <= scheduled_epochs:
             scheduler.step()
         test_acc = math.nan
         if cfg.evaluate_each_epoch or epoch == cfg.epochs:
-            probs = predict_proba(model, data, test, runtime, cfg.eval_batch_size or cfg.batch_size)
+            probs = predict_proba(model, task, view, test, runtime, eval_batch, len(data.classes))
             epoch_probs.append(probs)
             evaluated.append(epoch)
             if test.size:
                 test_acc = float((probs.argmax(1) == data.y[test]).mean())
         seconds = time.perf_counter() - epoch_start
-        rows.append((epoch, train_loss, train_acc, lr, seconds, samples_per_s, test_acc))
+        rows.append({"epoch": epoch, **stats, **rates, "seconds": seconds, "samples_per_s": samples_per_s,
+                     "test_acc": test_acc})
         if progress is not None:
-            progress(epoch, cfg.epochs, train_loss, train_acc, samples_per_s)
+            progress(epoch, cfg.epochs, stats["train_loss"], stats["train_acc"], samples_per_s)
 
-    attention = _attention_summary(model, data, test, runtime, cfg.attention_samples)
+    shown = test[: cfg.report_samples]
+    extras = {"sample_ids": data.sample_id[shown]}
+    if shown.size:
+        model.eval()
+        with torch.inference_mode():
+            extras.update(task.report_extras(model, view, shown, runtime))
     state = None
     if cfg.return_model_state:
         state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    history = pd.DataFrame(rows)
+    first = [c for c in HISTORY_COLUMNS if c in history.columns]
+    history = history[first + [c for c in history.columns if c not in first]]
     return FoldOutcome(
-        history=pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)),
+        history=history,
         test_sample_ids=data.sample_id[test],
         epoch_probs=np.stack(epoch_probs).astype(np.float32),
         evaluated_epochs=np.asarray(evaluated, dtype=np.int64),
         classes=data.classes,
-        attention=attention,
+        extras=extras,
         seed=int(seed),
         device=str(runtime.device),
         precision=runtime.precision,

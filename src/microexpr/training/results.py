@@ -10,7 +10,7 @@ import pandas as pd
 
 from microexpr.hashing import content_key
 
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2  # 2: the key covers the seed, the selections and the task settings
 
 
 def fold_seed(base_seed: int, fold: str) -> int:
@@ -19,10 +19,28 @@ def fold_seed(base_seed: int, fold: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def fold_key(
-    model: str, input_fingerprint: str, fold_row: Any, model_params: dict, train_params: dict
-) -> str:
-    """Identity of one fold's training: same key = same inputs, same fold definition, same settings."""
+@dataclass(frozen=True)
+class FoldSettings:
+    """Every setting that changes a fold's result: base seed, selections, model, task and training blocks."""
+
+    seed: int
+    selections: tuple[str, ...]
+    model: dict[str, Any]
+    task: dict[str, Any]
+    training: dict[str, Any]
+
+    @classmethod
+    def from_params(
+        cls, seed: Any, selections: Any, model: Any, task: Any, training: Any
+    ) -> FoldSettings:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        return cls(int(seed), tuple(str(s) for s in (selections or ())), dict(model or {}), dict(task or {}),
+                   dict(training or {}))
+
+
+def fold_key(model: str, input_fingerprint: str, fold_row: Any, settings: FoldSettings) -> str:
+    """Identity of one fold's training: same key = same inputs, same fold definition, same settings, same seed."""
     return content_key(
         "fold",
         TRAINING_VERSION,
@@ -31,15 +49,18 @@ def fold_key(
         str(fold_row["fold"]),
         sorted(map(str, fold_row["test_subjects"])),
         sorted(map(str, fold_row["train_subjects"])),
-        model_params,
-        train_params,
+        settings.seed,
+        list(settings.selections),
+        settings.model,
+        settings.task,
+        settings.training,
     )
 
 
 @dataclass
 class FoldResult:
-    """One trained-and-evaluated fold: per-epoch history, the test predictions of every selection, and the
-    attention maps of a few test samples. ``reused`` marks a result loaded from an earlier (interrupted) run."""
+    """One trained-and-evaluated fold: per-epoch history, the test predictions of every selection, and the task's
+    report extras of a few test samples. ``reused`` marks a result loaded from an earlier (interrupted) run."""
 
     model: str
     fold: str
@@ -51,7 +72,7 @@ class FoldResult:
     seed: int
     history: pd.DataFrame
     predictions: pd.DataFrame
-    attention: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "fp32"
     wall_seconds: float = 0.0

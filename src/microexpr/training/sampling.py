@@ -31,6 +31,7 @@ __all__ = [
     "allowed_windows",
     "choose_frame_offsets",
     "exact_frame_index",
+    "uncovered_windows",
     "validate_frames_config",
 ]
 
@@ -175,3 +176,23 @@ def choose_frame_offsets(
     draw = np.minimum((generator.random(offsets.shape[0]) * counts).astype(np.int64), counts - 1)
     rank = np.cumsum(inside, axis=1) - 1  # rank of each candidate slot within its row
     return np.argmax(inside & (rank == draw[:, None]), axis=1).astype(np.int64)
+
+
+def uncovered_windows(
+    windows: FrameWindows, onset_offsets: np.ndarray, apex_offsets: np.ndarray, rise: np.ndarray, fall: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per side, (N,) bool: the window reaches an offset beyond the stored frames although the clip has frames
+    there (stored frames that already reach the onset-apex-offset edges do not count)."""
+
+    def stored(offsets: np.ndarray, reduce) -> np.ndarray:
+        values = np.where(offsets == PAD_OFFSET, np.nan, np.asarray(offsets, dtype=float))
+        return reduce(values, axis=1)
+
+    onset_hi = stored(onset_offsets, np.nanmax)
+    apex_lo, apex_hi = stored(apex_offsets, np.nanmin), stored(apex_offsets, np.nanmax)
+    rise, fall = np.asarray(rise), np.asarray(fall)
+    return {
+        "onset_after": (windows.onset[:, 1] > onset_hi) & (onset_hi < rise),
+        "apex_before": (windows.apex[:, 0] < apex_lo) & (-apex_lo < rise),
+        "apex_after": (windows.apex[:, 1] > apex_hi) & (apex_hi < fall),
+    }
