@@ -1,10 +1,12 @@
 """MMNet training throughput (samples/s): our training step vs the reference code's step, same run, same model.
 
-OURS: ``microexpr.training.loop.train_fold`` itself, with its default precision and memory layout for the
-device (``precision: auto``, ``channels_last: auto``): frames pre-decoded into uint8 arrays in memory (the
-key-frame input contract: 4 onset-side and 4 apex-side frames per sample), frame jitter, one batched
-flip/rotation/crop (+ colour jitter, our default) on the device, forward + backward + AdamW step. Its own
-per-epoch ``samples_per_s`` (training time only) is what is reported.
+OURS: ``microexpr.training.loop.train_fold`` itself, through MMNet's task (microexpr.models.mmnet.MMNetTask)
+with its default settings: frames pre-decoded into uint8 arrays in memory (the key-frame bundle: 4 onset-side and
+4 apex-side frames per sample), frame jitter, one batched flip/rotation/crop + colour jitter on the device,
+forward + backward + AdamW step, ``channels_last: auto``. It is run in **fp32 and in bf16 autocast** (bf16 only
+where the device has native bf16), in fp32 with ``training.compile: true`` (torch.compile; its one-off compile
+happens in the untimed warm-up fold and is reported separately), and once with ``precision: auto`` to show what
+auto picks here. Its own per-epoch ``samples_per_s`` (training time only) is what is reported.
 
 BASELINE: the reference's step (muse1998/MMNet ``CASME2_5.py``), written here: a ``torch.utils.data.Dataset``
 whose ``__getitem__`` decodes the sample's 9 JPEG frames from disk with ``cv2.imread`` (4 onset-side, apex, 4
@@ -15,12 +17,14 @@ RandomRotation(3) → RandomCrop(224, padding=15) per sample on the CPU; a DataL
 NCHW; forward + CrossEntropy + backward + AdamW(8e-4, wd 0.6) step.
 
 Both use the same freshly built MMNet (``build_model("mmnet", 5)``), batch size, device and thread count. One
-warm-up step each is excluded. Frames are London face photos (MICROEXPR_FACES or /work/shared/faces/london)
-with small per-frame noise, else random noise, written as 224² JPEGs to a temporary folder.
+warm-up step each is excluded. The headline ratio is ours/baseline **at equal precision (fp32)**. Each side is
+also given as a fraction of the device's measured matmul peak (a large square matmul in that precision): an MMNet
+training step costs ≈ 3 × 14.42 = 43.3 GFLOP per sample (forward + backward ≈ 3 forwards). Frames are London face
+photos (MICROEXPR_FACES or ../shared/faces/london beside the checkout) with small per-frame noise, else random
+noise, written as 224² JPEGs to a temporary folder.
 
 Usage:
-    PYTHONPATH=src python benchmarks/mmnet_train_throughput.py [--batch-size 32] [--steps 6] [--device auto]
-        [--ours-precision auto|fp32|bf16] [--ours-channels-last auto|true|false] [--threads N]
+    python benchmarks/mmnet_train_throughput.py [--batch-size 32] [--steps 6] [--device auto] [--threads N]
 """
 
 from __future__ import annotations
@@ -42,9 +46,11 @@ from torchvision import transforms
 
 from microexpr.models import build_model
 from microexpr.training.augment import IMAGENET_MEAN, IMAGENET_STD
-from microexpr.training.loop import TrainConfig, resolve_runtime, train_fold
+from microexpr.training.loop import train_fold
+from microexpr.training.runtime import resolve_runtime
 
 DEFAULT_FACES = str(Path(__file__).resolve().parents[2] / "shared" / "faces" / "london")
+GFLOP_PER_SAMPLE = 3 * 14.42  # forward + backward of MMNet at 224² (docs/models.md: 14.42 GFLOPs forward)
 SIZE = 224
 CLASSES = 5
 POOL = 40  # distinct samples on disk (9 JPEGs each); samples beyond reuse them cyclically
@@ -186,22 +192,45 @@ def decoded_inputs(clips: list[Path], n: int) -> dict[str, np.ndarray]:
 
 def ours_samples_per_s(
     inputs: dict[str, np.ndarray], batch: int, steps: int, overrides: dict
-) -> tuple[float, str]:
-    """train_fold's own training samples/s over one epoch of ``steps`` batches, after a one-step warm-up fold."""
-    cfg = {
-        "epochs": 1,
-        "batch_size": batch,
-        "evaluate_each_epoch": False,
-        "attention_samples": 0,
-        **overrides,
-    }
+) -> tuple[float, str, float]:
+    """train_fold's own training samples/s over one epoch of ``steps`` batches, after a one-step warm-up fold
+    (oneDNN primitives, the allocator, and with ``compile`` the compilation); also the warm-up's seconds."""
+    cfg = {"epochs": 1, "batch_size": batch, "evaluate_each_epoch": False, "report_samples": 0, **overrides}
     no_test = np.array([], dtype=np.int64)
-    train_fold(
-        "mmnet", {}, inputs, np.arange(batch), no_test, cfg, seed=0
-    )  # warm-up (oneDNN primitives, allocator)
+    started = time.perf_counter()
+    train_fold("mmnet", {}, inputs, np.arange(batch), no_test, cfg, seed=0)
+    warm_up = time.perf_counter() - started
     outcome = train_fold("mmnet", {}, inputs, np.arange(batch * steps), no_test, cfg, seed=0)
     setting = f"{outcome.device}, {outcome.precision}, channels_last={outcome.channels_last}"
-    return float(outcome.history["samples_per_s"].iloc[0]), setting
+    return float(outcome.history["samples_per_s"].iloc[0]), setting, warm_up
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of a ``size``² matmul in ``dtype`` on ``device`` (the device's practical peak)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def cpu_description() -> str:
+    """``lscpu``'s model name and whether it has AVX512-BF16 / AMX (what decides bf16 speed on a CPU)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.lower().startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "?"
+    flags = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in Path("/proc/cpuinfo").read_text()] if Path(
+        "/proc/cpuinfo").exists() else []
+    return f"{model} ({', '.join(flags) or 'no avx512_bf16/amx'})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,31 +238,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per side (after one warm-up step)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--ours-precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--ours-channels-last", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    channels_last = {"auto": "auto", "true": True, "false": False}[args.ours_channels_last]
-    overrides = {"device": args.device, "precision": args.ours_precision, "channels_last": channels_last}
-    device = resolve_runtime(TrainConfig.from_params(overrides)).device
+    device = resolve_runtime(args.device, "fp32", False).device
     report = sys.stdout.write  # a benchmark reports on stdout
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
     report(
         f"MMNet training throughput: batch {args.batch_size}, {args.steps} timed steps (+1 warm-up) per side, "
-        f"device {device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n"
+        f"device {device} = {where}, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n"
     )
+    precisions = ["fp32", "bf16"] if native_bf16(device) else ["fp32"]
+    peaks = {p: matmul_peak_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+    report("matmul peak (2048², best of 5): " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()) + "\n")
+    runs = {p: {"precision": p} for p in precisions}
+    runs["fp32 compiled"] = {"precision": "fp32", "compile": True}
+    runs["auto"] = {"precision": "auto"}
+    ours: dict[str, tuple[float, str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mmnet_bench_") as tmp:
         clips = write_clips(Path(tmp), np.random.default_rng(0))
-        n = args.batch_size * args.steps
-        ours, setting = ours_samples_per_s(decoded_inputs(clips, n), args.batch_size, args.steps, overrides)
+        inputs = decoded_inputs(clips, args.batch_size * args.steps)
         baseline, data_share = baseline_samples_per_s(clips, args.batch_size, args.steps, device)
+        for name, settings in runs.items():
+            ours[name] = ours_samples_per_s(inputs, args.batch_size, args.steps, {"device": args.device, **settings})
+
+    def of_peak(samples_per_s: float, precision: str) -> str:
+        return f"{100 * samples_per_s * GFLOP_PER_SAMPLE / peaks[precision]:.0f}% of the {precision} matmul peak"
+
     report(
         "baseline (reference-style: JPEG decode per step, per-sample torchvision, fp32, NCHW, num_workers=0): "
-        f"{baseline:.2f} samples/s ({100 * data_share:.0f}% of its time loading data)\n"
-        f"ours (train_fold: in-memory uint8, batched augmentation; {setting}): {ours:.2f} samples/s\n"
-        f"ours/baseline: {ours / baseline:.2f}x\n"
+        f"{baseline:.2f} samples/s ({100 * data_share:.0f}% of its time loading data; {of_peak(baseline, 'fp32')})\n"
     )
+    for name in [*precisions, "fp32 compiled"]:
+        rate, setting, warm_up = ours[name]
+        extra = f"; compiled in the warm-up fold, {warm_up:.0f} s" if "compiled" in name else ""
+        report(f"ours {name} (train_fold, MMNet's task; {setting}{extra}): {rate:.2f} samples/s "
+               f"({of_peak(rate, name.split()[0])})\n")
+    auto_rate, auto_setting, _ = ours["auto"]
+    report(f"ours precision=auto picks: {auto_setting}: {auto_rate:.2f} samples/s\n")
+    report(f"ours/baseline at equal precision (fp32, eager): {ours['fp32'][0] / baseline:.2f}x\n")
+    report(f"ours/baseline at equal precision (fp32, training.compile: true): {ours['fp32 compiled'][0] / baseline:.2f}x\n")
+    if "bf16" in ours:
+        report(f"ours bf16 / ours fp32: {ours['bf16'][0] / ours['fp32'][0]:.2f}x\n")
+    report(f"ours (precision auto) / baseline: {auto_rate / baseline:.2f}x\n")
     return 0
 
 
