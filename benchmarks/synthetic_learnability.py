@@ -5,7 +5,7 @@ apex cell is missing) on a face crop taken from the onset frame's dlib landmarks
 global-motion compensation), pooled to 8×8×2, standardised; logistic regression (C = 0.1) under
 leave-one-subject-out. Reports UF1 (macro F1) on the pooled predictions, chance ≈ 0.2 for 5 classes.
 
-Usage (London faces from /work/shared/faces/london or MICROEXPR_FACES):
+Usage (London faces from MICROEXPR_FACES, else ../shared/faces/london beside the checkout):
     PYTHONPATH=src python benchmarks/synthetic_learnability.py [--subjects 16] [--canvas 320]
 """
 

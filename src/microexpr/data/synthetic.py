@@ -1,6 +1,6 @@
 """Synthetic micro-expression clips in CASME II's layout, from real face photographs (the default dataset).
 
-Method (``/work/shared/reference/face_synthesis.md``): dlib 68 landmarks on an aligned identity canvas →
+Method (``../shared/reference/face_synthesis.md`` beside the checkout): dlib 68 landmarks on an aligned identity canvas →
 per-AU control-point displacements (inter-ocular-distance units, varied per subject) → a dense displacement
 field per AU (normalised Gaussian-kernel regression with a "no motion" prior) and a painted shading map →
 raised-cosine onset/apex/offset envelope → one ``cv2.remap`` per frame, plus head jitter, drift, flicker and
