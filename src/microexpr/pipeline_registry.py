@@ -1,4 +1,4 @@
-"""Project pipelines."""
+"""Project pipelines: one folder per runnable name under ``pipelines/`` (Kedro 1.7 imports only the ones asked for)."""
 from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
@@ -6,11 +6,10 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register the project's pipelines.
-
-    Returns:
-        A mapping from pipeline names to ``Pipeline`` objects.
-    """
+    """Every pipeline by name; ``__default__`` (plain ``kedro run``) is all of them except demonstration models."""
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values())
+    from microexpr.models import available_models, task_class
+
+    demos = {name for name in available_models() if task_class(name).demonstration}
+    pipelines["__default__"] = sum((p for name, p in pipelines.items() if name not in demos), Pipeline([]))
     return pipelines

@@ -100,6 +100,7 @@ class SeamDemoTask(Task):
     training_only = ("au",)
     settings_class = SeamDemoSettings
     report_figures = {"flow_prediction": "Predicted flow magnitude on test faces"}
+    demonstration = True
 
     def bundle_settings(self) -> dict[str, Any]:
         return {"au_vocabulary": list(self.settings.au_vocabulary)}

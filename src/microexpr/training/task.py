@@ -181,6 +181,7 @@ class Task:
     padding: ClassVar[Mapping[str, float]] = {}
     settings_class: ClassVar[type] = NoSettings
     report_figures: ClassVar[Mapping[str, str]] = {}  # figure file stem -> title; made by ``make_report_figures``
+    demonstration: ClassVar[bool] = False  # a demo model, not a paper: left out of plain ``kedro run``
 
     def __init__(self, settings: Any = None, name: str | None = None) -> None:
         self.name = name or type(self).__name__
