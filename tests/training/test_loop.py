@@ -187,3 +187,21 @@ def test_gradient_accumulation_steps_the_optimiser_every_k_batches() -> None:
     moved = {name: float((o.model_state[fc] - plain.model_state[fc]).abs().max())
              for name, o in (("accumulated", accumulated), ("stepped_twice", stepped_twice))}
     assert moved["accumulated"] < moved["stepped_twice"]
+
+
+def test_a_failing_torch_compile_falls_back_to_eager_training_with_a_warning(monkeypatch, caplog) -> None:
+    """training.compile: true on a machine where compiling fails (no C++ compiler, ...) still trains the fold,
+    identically to compile: false (the compiled module is never used for prediction)."""
+    import torch
+
+    class Broken(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("inductor: no working C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: Broken())
+    inputs = toy_inputs(12)
+    with caplog.at_level("WARNING"):
+        compiled = _fold(inputs, n_test=4, epochs=2, compile=True)
+    eager = _fold(inputs, n_test=4, epochs=2)
+    assert "torch.compile failed (RuntimeError: inductor: no working C++ compiler found)" in caplog.text
+    assert np.array_equal(compiled.epoch_probs, eager.epoch_probs)

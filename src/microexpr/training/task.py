@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
@@ -167,7 +167,6 @@ class FoldContext:
     data: TrainData
     train: np.ndarray
     state: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:
