@@ -116,6 +116,18 @@ CASME2_FILES = {
 }
 
 
+# The 7 named columns of a CASME II coding sheet, in order (in-memory sheets of the index and parser tests).
+CASME2_COLUMNS: tuple[str, ...] = (
+    "Subject",
+    "Filename",
+    "OnsetFrame",
+    "ApexFrame",
+    "OffsetFrame",
+    "Action Units",
+    "Estimated Emotion",
+)
+
+
 def casme2_sheet(version: str) -> list[list[object]]:
     """Rows of a CASME II coding sheet.
 

@@ -276,15 +276,7 @@ def test_bad_corrections_are_refused():
 
 
 # ------------------------------------------------------------------------------------------------------ policies
-HEADER = [
-    "Subject",
-    "Filename",
-    "OnsetFrame",
-    "ApexFrame",
-    "OffsetFrame",
-    "Action Units",
-    "Estimated Emotion",
-]
+HEADER = list(fx.CASME2_COLUMNS)
 
 
 def sheet_snapshot(rows: list[list[object]], folders: dict[str, list[str]]) -> Snapshot:

@@ -158,15 +158,7 @@ def test_excluded_subject_of_a_composite_member(tmp_path: Path) -> None:
 
 def casme2_snapshot(rows: list[tuple[int, str, str]]) -> Snapshot:
     """In-memory CASME II sheet and folders: (subject, clip, emotion), frames img1..img3, apex 2."""
-    header = [
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-    ]
+    header = list(fx.CASME2_COLUMNS)
     table = pd.DataFrame([header, *[[s, c, 1, 2, 3, "4", e] for s, c, e in rows]], dtype=object)
     dirs = {
         f"CASME2_RAW_selected/sub{s:02d}/{c}": [

@@ -119,15 +119,7 @@ def _cells(rows: list[list[object]]) -> pd.DataFrame:
 def test_casme2_xls_version_ranked_in_memory():
     """CASME2_label_Ver_2.xls cannot be written here (no xlwt), so its table is given as raw cells: it must rank
     above 20140508 and below 20190701/-updated, and the option must override the ranking."""
-    header = [
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-    ]
+    header = list(fx.CASME2_COLUMNS)
     tables = {
         "CASME2-coding-20140508.xlsx": _cells([header, [1, "EP01", 1, 2, 3, "4", "disgust"]]),
         "CASME2_label_Ver_2.xls": _cells(

@@ -22,7 +22,7 @@ The same drawn transform moves the training targets that live on the image grid 
 flow fields are resampled like images and their vectors turned by the inverse linear part (a flip negates u),
 landmark points are mapped through the inverse transform and, when flipped, re-indexed by a mirror map
 (left eye <-> right eye; ``IBUG68_MIRROR`` for dlib's 68 points). ``random_crop_offsets`` / ``crop_batch`` cut
-per-sample crops (MOL's 128 of 144) that move points by the crop origin.
+per-sample crops (e.g. 128² out of 144²) that move points by the crop origin.
 
 All random numbers come from the ``torch.Generator`` passed in (a CPU generator); the drawn parameters are moved
 to the batch's device, so results do not depend on the device's random state or on other threads.
@@ -92,7 +92,7 @@ IBUG68_MIRROR: tuple[int, ...] = _mirror_pairs(
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation settings (``augment`` in the training parameters; defaults: docs/models.md MMNet).
+    """Training augmentation settings (``augment`` in a task's settings, e.g. ``mmnet.task.augment``; defaults: docs/models.md).
 
     hflip: probability of a horizontal flip. rotation: maximum angle in degrees (uniform in ±rotation,
     positive = counter-clockwise as torchvision). padding: maximum translation in pixels (RandomCrop's padding).

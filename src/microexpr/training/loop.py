@@ -111,7 +111,7 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class SchedulerConfig:
     """``scheduler``: exponential (``gamma``), cosine (to ``min_lr``) or none; stepped after each of the first
-    ``decay_epochs`` epochs only (None = every epoch; the reference MMNet code decays for 50 of 74 epochs).
+    ``decay_epochs`` epochs only (None = every epoch; a reference code may decay for only part of its schedule).
 
     ``warmup_epochs``: a linear learning-rate warm-up from lr/(warmup_epochs + 1) to lr over that many epochs
     before the schedule starts (0 = none). No paper uses one: it is a demonstration setting (``--env quick``)
@@ -155,8 +155,8 @@ class TrainConfig:
       selection; costs one test forward per epoch); else only after the last.
     - report_samples: first test samples per fold whose report extras the task keeps (attention maps, ...).
     - compile: train through ``torch.compile(model)`` (prediction and report extras stay eager). The first
-      training step of a process compiles (MMNet on a 2-core CPU: ≈ 100 s; a later fold's fresh model reuses the
-      compiled code), then steps are ≈ 1.4× faster there (docs/performance.md). Worth it for full schedules, not for
+      training step of a process compiles (a 9 M-parameter CNN on a 2-core CPU: ≈ 100 s; a later fold's fresh model
+      reuses the compiled code), then steps are faster (docs/performance.md measures it). Worth it for full schedules, not for
       minute-long demos. If compiling fails (no C++ compiler, unsupported platform) the fold trains eagerly, with a
       WARNING.
     - num_threads: torch intra-op threads (process-wide), null = leave as is.
