@@ -5,7 +5,9 @@ specific to our training stage, reacting to what the nodes save:
 
 * the run is renamed ``<model> · <dataset> · <label set> · <primary selection>`` and tagged, so an
   ``oracle_epoch`` run can never pass for an honest one in the MLflow UI (a label set resolved by ingest
-  renames the run again once the metrics know it); demonstration settings (a warm-up) add `` · demo``;
+  renames the run again once the metrics know it); demonstration settings (a warm-up) add `` · demo``; a task's
+  leak label (``Task.leak``, e.g. `` · au_leak``) joins the name and its run tags (``Task.run_tags``) become
+  ``microexpr.<model>.<tag>`` tags;
 * every fold result a training shard streams becomes a nested run ``<model>.<fold>`` with every per-epoch column
   of its history (each named loss term, accuracy, learning rates, throughput, the test-subject accuracy that the
   ``oracle_epoch`` selection reads; step = epoch) and the fold's accuracy and UF1 under each selection;
@@ -73,6 +75,19 @@ def _expected_label_set(catalog: Any, params: dict[str, Any]) -> str:
         return str(requested or "default")
 
 
+def task_labels(model: str, params: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+    """The run tags and leak label of ``model``'s task under the run's ``<model>.task`` parameters."""
+    from microexpr.models import available_models, build_task
+
+    if model not in available_models():
+        return {}, None
+    try:
+        task = build_task(model, (params.get(model) or {}).get("task"))
+    except Exception:  # noqa: BLE001 - naming only; a bad task block fails with its own message in the nodes
+        return {}, None
+    return {str(k): str(v) for k, v in task.run_tags().items()}, task.leak()
+
+
 def _run_name(models: list[str], params: dict[str, Any], label_sets: dict[str, str]) -> str:
     dataset = str(params.get("dataset", "?"))
     parts = []
@@ -81,7 +96,9 @@ def _run_name(models: list[str], params: dict[str, Any], label_sets: dict[str, s
         selection = str(block.get("selection", "honest"))
         label_set = label_sets.get(model) or str(params.get("label_set") or "auto")
         warmup = ((block.get("training") or {}).get("scheduler") or {}).get("warmup_epochs") or 0
-        parts.append(f"{model} · {dataset} · {label_set} · {selection}" + (" · demo" if warmup else ""))
+        leak = task_labels(model, params)[1]
+        parts.append(f"{model} · {dataset} · {label_set} · {selection}" + (f" · {leak}" if leak else "")
+                     + (" · demo" if warmup else ""))
     return " + ".join(parts)
 
 
@@ -155,6 +172,9 @@ class FoldTrackingHook:
             warmup = ((block.get("training") or {}).get("scheduler") or {}).get("warmup_epochs") or 0
             if warmup:
                 tags[f"microexpr.{model}.demo_settings"] = f"learning-rate warm-up over {warmup} epochs"
+            run_tags, leak = task_labels(model, self._params)
+            tags.update({f"microexpr.{model}.{key}": value for key, value in run_tags.items()})
+            tags[f"microexpr.{model}.leak"] = leak or "none"
         mlflow.set_tags(tags)
 
     @hook_impl

@@ -205,12 +205,14 @@ def collect_predictions(
 
 def evaluate_predictions(
     predictions: pd.DataFrame, model_input_meta: dict[str, Any], selection: str, dataset: str,
-    split: dict[str, Any], *, model: str,
+    split: dict[str, Any], task_params: dict[str, Any] | None, *, model: str,
 ) -> dict[str, Any]:
-    """Node: every metric of every selection, from the pooled prediction table only (scikit-learn).
+    """Node: every metric of every selection, from the pooled prediction table only (scikit-learn), with the
+    task's run labels (``tags``, ``leak``: see ``Task.run_tags`` / ``Task.leak``).
 
     Under ``split.protocol: holdout`` the folds are repeated splits, so a sample may be tested in several folds.
     """
+    task = build_task(model, task_params)
     repeated = split.get("protocol") == "holdout"
     classes = list(model_input_meta["classes"])
     selections = sorted(set(predictions["selection"]), key=SELECTIONS.index)
@@ -229,14 +231,22 @@ def evaluate_predictions(
         "n_samples": model_input_meta["n_samples"],
         "n_subjects": model_input_meta.get("n_subjects"),
         "n_folds": int(predictions["fold"].nunique()) if len(predictions) else 0,
+        "tags": {str(k): str(v) for k, v in task.run_tags().items()},
+        "leak": task.leak(),
     }
 
 
 # ---------------------------------------------------------------------------------------------------- report
+def labelled_model(metrics: dict[str, Any]) -> str:
+    """The model's name as every title shows it: with its leak label when the run feeds test annotations."""
+    leak = metrics.get("leak")
+    return f"{metrics['model']} · {leak}" if leak else str(metrics["model"])
+
+
 def _titler(metrics: dict[str, Any], selection: str | None) -> Callable[[str], str]:
     def title(what: str) -> str:
-        return run_title(what, model=metrics["model"], dataset=metrics["dataset"], label_set=metrics["label_set"],
-                         selection=selection)
+        return run_title(what, model=labelled_model(metrics), dataset=metrics["dataset"],
+                         label_set=metrics["label_set"], selection=selection)
 
     return title
 
@@ -289,7 +299,7 @@ def render_report(
         stem = name.removesuffix(".png")
         figures[task.report_figures.get(stem, stem)] = name
     run_info: dict[str, Any] = {
-        "model": metrics["model"],
+        "model": labelled_model(metrics),
         "dataset": metrics["dataset"],
         "label_set": metrics["label_set"],
         "primary_selection": metrics["primary_selection"],
@@ -302,6 +312,9 @@ def render_report(
     for key in ("n_subjects", "n_folds"):
         if metrics.get(key):
             run_info[key] = metrics[key]
+    run_info.update(metrics.get("tags") or {})
+    if metrics.get("leak"):
+        run_info["leak"] = metrics["leak"]
     warmup = int(((training or {}).get("scheduler") or {}).get("warmup_epochs", 0) or 0)
     if warmup:
         run_info["demo settings (not the paper's)"] = f"learning-rate warm-up over {warmup} epochs"
@@ -346,7 +359,8 @@ def create_training_pipeline(model: str) -> Pipeline:
              ["predictions", "training_history", "report_extras"], name="collect_predictions",
              tags=["evaluate", model]),
         Node(_bind(evaluate_predictions, model=model),
-             ["predictions", "model_input_meta", "params:selection", "params:dataset", "params:split"], "metrics",
+             ["predictions", "model_input_meta", "params:selection", "params:dataset", "params:split",
+              "params:task"], "metrics",
              name="evaluate", tags=["evaluate", model]),
         Node(report_figures, ["metrics", "training_history"],
              ["confusion_honest_figure", "confusion_oracle_epoch_figure", "per_subject_accuracy_figure",

@@ -618,6 +618,9 @@ def render_report_markdown(
     model, dataset, label_set = run_info["model"], run_info["dataset"], run_info["label_set"]
     datasets = {str(dataset)} | {d for m in by_selection.values() for d in m.get("datasets", [])}
     lines = [f"# {model} — {dataset}, label set {label_set}", ""]
+    if run_info.get("leak"):
+        lines += [f"> **Leaky setting `{run_info['leak']}`: the model was given test-sample annotations at "
+                  "prediction (the paper's own protocol). Not an honest result; never compare it with one.**", ""]
     if SYNTHETIC_DATASET in datasets:
         lines += [f"> **{SYNTHETIC_CAVEAT}**", ""]
     if by_selection:

@@ -191,6 +191,18 @@ class Task:
         """The task with settings from the ``<model>.task`` parameter block (unknown keys raise)."""
         return cls(settings_from_params(cls.settings_class, params, name or cls.__name__), name=name)
 
+    # ---------------------------------------------------------------------------------- run labels
+    def run_tags(self) -> dict[str, str]:
+        """Settings-derived labels every output of a run states (metrics, MLflow tags, report), e.g.
+        ``{"init": "imagenet"}`` or ``{"au_source": "predicted"}``. Default: none."""
+        return {}
+
+    def leak(self) -> str | None:
+        """A label such as ``"au_leak"`` when these settings feed test-sample annotations to the model (a paper's
+        own protocol, reproduced on request); it reaches the run name, the report title and ``metrics["leak"]`` so
+        such results are never mistaken for honest ones. Default: None (nothing leaks)."""
+        return None
+
     # ------------------------------------------------------------------------------------------ roles
     @classmethod
     def input_arrays(cls) -> tuple[str, ...]:
