@@ -6,6 +6,7 @@ from microexpr.datasets.face_photos import FacePhotoFolder
 from microexpr.datasets.feature_store import FeatureStore
 from microexpr.datasets.fold_results import FoldResultStore
 from microexpr.datasets.raw_source import RawDatasetSource
+from microexpr.datasets.stored_results import StoredModelResults
 from microexpr.datasets.synthetic_writer import SyntheticCasme2Dataset
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "FoldResultStore",
     "NpzDataset",
     "RawDatasetSource",
+    "StoredModelResults",
     "SyntheticCasme2Dataset",
 ]
