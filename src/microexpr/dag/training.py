@@ -37,7 +37,7 @@ from microexpr.evaluation.figures import (
     scorecard_figure,
     training_curves_figure,
 )
-from microexpr.evaluation.metrics import compute_metrics
+from microexpr.evaluation.metrics import ALL_SELECTIONS, compute_metrics
 from microexpr.evaluation.scorecard import (
     build_scorecard,
     load_paper_claims,
@@ -48,11 +48,11 @@ from microexpr.models import build_task, task_class
 from microexpr.training.inputs import build_task_inputs
 from microexpr.training.loop import train_fold
 from microexpr.training.results import FoldResult, FoldSettings, ShardDone, fold_key, fold_seed
-from microexpr.training.selection import prediction_tables
+from microexpr.training.selection import prediction_tables, validated_epoch
 
 logger = logging.getLogger(__name__)
 
-SELECTIONS = ("honest", "oracle_epoch")
+SELECTIONS = ALL_SELECTIONS  # honest and oracle_epoch always; validated_epoch when listed (extra training per fold)
 FOLD_SETTING_PARAMS = ("seed", "selections", "model", "task", "training")
 GENERIC_FIGURES = {
     "confusion_honest": "Confusion matrix (honest)",
@@ -144,7 +144,12 @@ def train_shard(
         outcome = train_fold(model, settings.model, model_input, train_idx, test_idx, settings.training,
                              fold_seed_value, _progress_logger(model, fold, every=max(1, int(log_every_epochs))),
                              task_cfg=task)
-        predictions = prediction_tables(outcome, fold, meta_arrays, classes, settings.selections)
+        chosen = None
+        if "validated_epoch" in settings.selections:
+            chosen = validated_epoch(model, settings.model, model_input, train_idx, settings.training,
+                                     fold_seed_value, task_cfg=task)
+            logger.info("%s %s: validated_epoch chose epoch %d on held-out training subjects", model, fold, chosen)
+        predictions = prediction_tables(outcome, fold, meta_arrays, classes, settings.selections, validated=chosen)
         yield FoldResult(
             model=model, fold=fold, shard=shard, key=key, test_subjects=[str(s) for s in row["test_subjects"]],
             n_train=int(train_idx.size), n_test=int(test_idx.size), seed=fold_seed_value, history=outcome.history,

@@ -43,7 +43,11 @@ from sklearn.metrics import (
     recall_score,
 )
 
-SELECTIONS: tuple[str, ...] = ("honest", "oracle_epoch")
+SELECTIONS: tuple[str, ...] = ("honest", "oracle_epoch")  # computed in every run
+# Computed when a model's ``selections`` list names them (they cost extra training): the epoch count chosen on
+# held-out training subjects (microexpr.training.selection).
+OPTIONAL_SELECTIONS: tuple[str, ...] = ("validated_epoch",)
+ALL_SELECTIONS: tuple[str, ...] = SELECTIONS + OPTIONAL_SELECTIONS
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "sample_id",
     "dataset",
@@ -88,11 +92,11 @@ def select_predictions(predictions: pd.DataFrame, selection: str | None = None) 
             "prediction table has no 'selection' column (expected 'honest' or 'oracle_epoch')"
         )
     present = sorted(str(s) for s in predictions["selection"].dropna().unique())
-    unknown = [s for s in present if s not in SELECTIONS]
+    unknown = [s for s in present if s not in ALL_SELECTIONS]
     if unknown or predictions["selection"].isna().any():
-        bad = predictions.loc[~predictions["selection"].isin(SELECTIONS), "sample_id"]
+        bad = predictions.loc[~predictions["selection"].isin(ALL_SELECTIONS), "sample_id"]
         raise PredictionTableError(
-            f"prediction table has selection values {unknown or ['<missing>']} outside {list(SELECTIONS)} "
+            f"prediction table has selection values {unknown or ['<missing>']} outside {list(ALL_SELECTIONS)} "
             f"(samples: {_sample_list(bad)})"
         )
     if selection is None:
@@ -102,8 +106,8 @@ def select_predictions(predictions: pd.DataFrame, selection: str | None = None) 
                 "the two protocols are reported separately, never pooled"
             )
         return predictions
-    if selection not in SELECTIONS:
-        raise PredictionTableError(f"unknown selection {selection!r}; expected one of {list(SELECTIONS)}")
+    if selection not in ALL_SELECTIONS:
+        raise PredictionTableError(f"unknown selection {selection!r}; expected one of {list(ALL_SELECTIONS)}")
     if selection not in present:
         raise PredictionTableError(
             f"prediction table has no rows for selection {selection!r} (it has {present})"

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from scipy.stats import binomtest
 
-from microexpr.evaluation.metrics import HEADLINE_METRICS, SELECTIONS
+from microexpr.evaluation.metrics import ALL_SELECTIONS, HEADLINE_METRICS, SELECTIONS
 
 CLAIMS_RESOURCE = "paper_claims.yml"
 CLAIM_METRICS: tuple[str, ...] = HEADLINE_METRICS
@@ -34,6 +34,10 @@ SYNTHETIC_CAVEAT = (
 PROTOCOL_STATEMENTS: dict[str, str] = {
     "honest": "honest: fixed schedule, last epoch — no epoch or model selection reads the test subject.",
     "oracle_epoch": "oracle_epoch: best epoch chosen on the test subject — an upper bound, as the paper reports.",
+}
+OPTIONAL_PROTOCOL_STATEMENTS: dict[str, str] = {
+    "validated_epoch": "validated_epoch: the epoch chosen on held-out training subjects (an inner subject split of "
+    "each training fold) — honest early stopping; the test subject chooses nothing.",
 }
 SCORECARD_COLUMNS: tuple[str, ...] = (
     "model",
@@ -213,7 +217,7 @@ def build_scorecard(
     rows = []
     for part, metric, claim in targets:
         paper = claim["value"] if claim else math.nan
-        for selection in SELECTIONS:
+        for selection in [*SELECTIONS, *(s for s in by_selection if s not in SELECTIONS)]:
             value, n_ours, note = _our_value(by_selection.get(selection), metric, part)
             rows.append(
                 {
@@ -422,10 +426,10 @@ def _by_selection(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """Accept one ``compute_metrics`` dict or a mapping selection -> dict; return the mapping in SELECTIONS order."""
     if "selection" in metrics and "acc" in metrics:
         metrics = {metrics["selection"]: metrics}
-    unknown = [s for s in metrics if s not in SELECTIONS]
+    unknown = [s for s in metrics if s not in ALL_SELECTIONS]
     if unknown:
-        raise ClaimsError(f"metrics keyed by unknown selections {unknown}; expected {list(SELECTIONS)}")
-    return {s: metrics[s] for s in SELECTIONS if s in metrics}
+        raise ClaimsError(f"metrics keyed by unknown selections {unknown}; expected {list(ALL_SELECTIONS)}")
+    return {s: metrics[s] for s in ALL_SELECTIONS if s in metrics}
 
 
 def _headline_table(by_selection: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -634,7 +638,8 @@ def render_report_markdown(
     lines += [*_detail_lines(run_info), ""]
 
     lines += ["## Protocol", ""]
-    lines += [f"- {PROTOCOL_STATEMENTS[s]}" for s in SELECTIONS]
+    statements = {**PROTOCOL_STATEMENTS, **OPTIONAL_PROTOCOL_STATEMENTS}
+    lines += [f"- {statements[s]}" for s in [*SELECTIONS, *(s for s in by_selection if s not in SELECTIONS)]]
     lines += [
         "",
         "The two selections are computed from separate prediction tables and never pooled. "

@@ -161,6 +161,9 @@ class TrainConfig:
       WARNING.
     - num_threads: torch intra-op threads (process-wide), null = leave as is.
     - return_model_state: put the final weights (CPU state dict) into the outcome.
+    - validation_subjects: size of the inner subject split that the optional ``validated_epoch`` selection trains
+      on each training fold to choose its epoch (a fraction of the training subjects if < 1, else a count); unused
+      unless a model's ``selections`` name ``validated_epoch`` (microexpr.training.selection).
     """
 
     epochs: int = 70
@@ -177,6 +180,7 @@ class TrainConfig:
     compile: bool = False
     num_threads: int | None = None
     return_model_state: bool = False
+    validation_subjects: float = 0.2
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | TrainConfig | None) -> TrainConfig:
@@ -210,6 +214,10 @@ class TrainConfig:
             raise ValueError(f"training.report_samples must be >= 0, got {self.report_samples!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"training.compile must be true or false, got {self.compile!r}")
+        size = self.validation_subjects
+        if isinstance(size, bool) or not isinstance(size, int | float) or size <= 0 or (size >= 1 and size % 1):
+            raise ValueError(f"training.validation_subjects must be a fraction in (0, 1) or a whole count >= 1, "
+                             f"got {size!r}")
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
