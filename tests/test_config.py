@@ -16,6 +16,8 @@ from microexpr.training.sampling import validate_frames_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ENVS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("base", "local"))
+# Envs named after a real-data protocol read licensed data (docs/comparison.md); every other env reads synthetic.
+DATA_ENVS = {"cross_casme2_smic": "megc2019", "cross_samm_smic": "megc2019", "megc2019": "megc2019"}
 
 
 def load(env: str, kind: str) -> dict:
@@ -38,14 +40,14 @@ def test_parameters_of_every_env_validate(env: str, monkeypatch, tmp_path) -> No
         unknown = set(block["model"]) - constructor_keys(model_class(name))
         assert not unknown, f"{env}: {name}.model has keys its constructor does not take: {unknown}"
         assert isinstance(block["seed"], int) and block["selection"] in block["selections"]
-    assert params["dataset"] == "synthetic" and params["split"]["protocol"] in {"loso", "megc2019", "cross_dataset", "holdout"}
+    assert params["dataset"] == DATA_ENVS.get(env, "synthetic") and params["split"]["protocol"] in {"loso", "megc2019", "cross_dataset", "holdout"}
 
 
 def test_catalog_of_every_env_resolves(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("MICROEXPR_DATA_ROOT", str(tmp_path))
     for env in ["local", *ENVS]:
         catalog = load(env, "catalog")
-        assert catalog["raw_dataset"]["source"] == "synthetic"
+        assert catalog["raw_dataset"]["source"] == DATA_ENVS.get(env, "synthetic")
     test_catalog = load("test", "catalog")
     assert test_catalog["sample_index"]["filepath"].startswith(str(tmp_path))
 
@@ -80,3 +82,15 @@ def test_only_the_quick_demo_uses_a_warm_up(env: str, monkeypatch, tmp_path) -> 
         assert warmups["mmnet"] > 0
     else:
         assert not any(warmups.values()), warmups
+
+
+@pytest.mark.parametrize(("env", "train"), [("cross_casme2_smic", "casme2"), ("cross_samm_smic", "samm")])
+def test_cross_dataset_and_composite_envs_are_one_command_each(env: str, train: str, monkeypatch, tmp_path) -> None:
+    """MOL's Table VII (train CASME II or SAMM, test SMIC, 3 classes) and the MEGC2019 composite as named envs."""
+    monkeypatch.setenv("MICROEXPR_DATA_ROOT", str(tmp_path))
+    params = load(env, "parameters")
+    assert params["label_set"] == "megc3" and params["split"]["protocol"] == "cross_dataset"
+    assert params["split"]["options"]["train"] == train and params["split"]["options"]["test"] == "smic_hs"
+    assert load(env, "catalog")["compare.leaderboard"]["filepath"].startswith(f"data/{env}/")
+    composite = load("megc2019", "parameters")
+    assert composite["split"]["protocol"] == "megc2019" and composite["label_set"] == "megc3"

@@ -14,7 +14,14 @@ specific to our training stage, reacting to what the nodes save:
 * the metrics of every selection are logged on the parent, prefixed by the selection (``honest.uf1``,
   ``oracle_epoch.uf1``: never mixed under one name);
 * the prediction table, per-class reports, figures (the generic ones and the model's own), scorecard and report
-  are logged as artifacts under ``<model>/``.
+  are logged as artifacts under ``<model>/``;
+* every run (parent and fold runs) carries the plain tags ``paper, model, dataset, label_set, protocol, selection,
+  au_source`` (``plain_tags``; comma-joined when a run holds several models; ``au_source`` from the task's
+  ``run_tags()`` or the metrics' ``tags``, ``n/a`` when the model has none), so runs filter alike in the MLflow UI;
+* the comparison (``compare.*`` datasets of ``kedro run --pipelines=all | compare``) is a nested run of its own,
+  ``compare · <dataset> · <label set>``, with the leaderboard, paired tests, gap, report (markdown and HTML), forest
+  plot and MEGC2019 exports as artifacts under ``compare/`` and each pooled leaderboard value as a metric
+  ``<model>.<selection>.<metric>`` (with ``_low`` / ``_high``).
 
 Which dataset names belong to a model comes from the model registry (microexpr.models), the one model list.
 """
@@ -102,6 +109,35 @@ def _run_name(models: list[str], params: dict[str, Any], label_sets: dict[str, s
     return " + ".join(parts)
 
 
+def _paper_titles() -> dict[str, str]:
+    from microexpr.evaluation.scorecard import load_paper_claims
+
+    try:
+        return {c["model"]: str(c["title"] or c["model"]) for c in load_paper_claims()}
+    except Exception:  # noqa: BLE001 - naming only
+        return {}
+
+
+def plain_tags(models: list[str], params: dict[str, Any], label_sets: dict[str, str],
+             task_tags: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """The plain tags every run carries: paper, model, dataset, label_set, protocol, selection, au_source."""
+    titles = _paper_titles()
+    task_tags = task_tags if task_tags is not None else {m: task_labels(m, params)[0] for m in models}
+
+    def joined(values: list[str]) -> str:
+        return ",".join(dict.fromkeys(values)) or "n/a"
+
+    return {
+        "paper": joined([titles.get(m, m) for m in models])[:5000],
+        "model": joined(models),
+        "dataset": str(params.get("dataset", "?")),
+        "label_set": joined([label_sets.get(m) or str(params.get("label_set") or "auto") for m in models]),
+        "protocol": str((params.get("split") or {}).get("protocol", "?")),
+        "selection": joined([str((params.get(m) or {}).get("selection", "honest")) for m in models]),
+        "au_source": joined([task_tags.get(m, {}).get("au_source", "n/a") for m in models]),
+    }
+
+
 def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
     """Accuracy and UF1 of one fold under each selection (scikit-learn; classes absent from the fold ignored)."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -132,6 +168,8 @@ class FoldTrackingHook:
         self._models: list[str] = []
         self._label_sets: dict[str, str] = {}
         self._suffix = ""
+        self._compare_run: str | None = None
+        self._task_tags: dict[str, dict[str, str]] = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -151,8 +189,11 @@ class FoldTrackingHook:
             return
         import mlflow
 
+        self._compare_run = None
         models = sorted({_model_of(n) for n in pipeline.all_outputs() if _model_of(n)})
         if not models:
+            if "compare.leaderboard" in pipeline.all_outputs():
+                mlflow.set_tag("mlflow.runName", f"compare · {self._params.get('dataset', '?')}")
             return
         from microexpr.dag.shards import n_shards
 
@@ -172,13 +213,18 @@ class FoldTrackingHook:
             warmup = ((block.get("training") or {}).get("scheduler") or {}).get("warmup_epochs") or 0
             if warmup:
                 tags[f"microexpr.{model}.demo_settings"] = f"learning-rate warm-up over {warmup} epochs"
-            run_tags, leak = task_labels(model, self._params)
-            tags.update({f"microexpr.{model}.{key}": value for key, value in run_tags.items()})
+            model_tags, leak = task_labels(model, self._params)
+            tags.update({f"microexpr.{model}.{key}": value for key, value in model_tags.items()})
             tags[f"microexpr.{model}.leak"] = leak or "none"
+        self._task_tags = {m: task_labels(m, self._params)[0] for m in models}
+        tags.update(plain_tags(models, self._params, self._label_sets, self._task_tags))
         mlflow.set_tags(tags)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:  # noqa: ARG002
+        if _active_run() is not None and dataset_name.startswith("compare."):
+            self._log_comparison(dataset_name, data)
+            return
         if _active_run() is None or _model_of(dataset_name) is None:
             return
         from microexpr.training.results import FoldResult
@@ -211,6 +257,7 @@ class FoldTrackingHook:
         self._label_sets[model] = label_set
         mlflow.set_tag("mlflow.runName", _run_name(self._models, self._params, self._label_sets) + self._suffix)
         mlflow.set_tag("microexpr.label_set", label_set)
+        mlflow.set_tags(plain_tags(self._models, self._params, self._label_sets, self._task_tags))
 
     # ------------------------------------------------------------------------------------------------ logging
     def _log_fold(self, result) -> None:
@@ -219,7 +266,9 @@ class FoldTrackingHook:
         suffix = " [reused]" if result.reused else ""
         with mlflow.start_run(run_name=f"{result.model}.{result.fold}{suffix}", nested=True):
             mlflow.set_tags({"microexpr.model": result.model, "microexpr.fold": result.fold,
-                             "microexpr.reused": str(bool(result.reused))})
+                             "microexpr.reused": str(bool(result.reused)),
+                             **plain_tags([result.model], self._params, self._label_sets,
+                                        {result.model: self._task_tags.get(result.model, {})})})
             mlflow.log_params({
                 "fold": result.fold, "shard": result.shard, "test_subjects": ",".join(result.test_subjects),
                 "n_train": result.n_train, "n_test": result.n_test, "seed": result.seed, "key": result.key,
@@ -228,6 +277,51 @@ class FoldTrackingHook:
             for step, values in history_metrics(result.history):
                 mlflow.log_metrics(values, step=step)
             mlflow.log_metrics({**fold_metrics(result.predictions), "wall_seconds": float(result.wall_seconds)})
+
+    def _log_comparison(self, dataset_name: str, data: Any) -> None:
+        """Everything the comparison saves goes into its own nested run (opened on the first save)."""
+        import mlflow
+
+        name = dataset_name.removeprefix("compare.")
+        if self._compare_run is None:
+            with mlflow.start_run(run_name=f"compare · {self._params.get('dataset', '?')}", nested=True) as run:
+                self._compare_run = run.info.run_id
+                mlflow.set_tag("microexpr.kind", "compare")
+        with mlflow.start_run(run_id=self._compare_run, nested=True):
+            if name == "summary" and isinstance(data, dict):
+                models = list(data.get("models", []))
+                tags = plain_tags(models, self._params, dict.fromkeys(models, str(data.get("label_set", ""))),
+                                {m: t for m, t in (data.get("tags") or {}).items()})
+                tags.update({"dataset": str(data.get("dataset")), "protocol": str(data.get("protocol")),
+                             "selection": ",".join(data.get("selections", [])) or "n/a",
+                             "microexpr.missing_models": ",".join(data.get("missing", [])) or "none"})
+                mlflow.set_tags(tags)
+                mlflow.set_tag("mlflow.runName", f"compare · {data.get('dataset')} · {data.get('label_set')}")
+                mlflow.log_text(json.dumps(data, indent=2, default=str), "compare/summary.json")
+            elif name == "leaderboard" and isinstance(data, pd.DataFrame):
+                self._log_frame("compare", data, "leaderboard.csv")
+                from microexpr.evaluation.metrics import _mlflow_key
+
+                pooled = data[data["scope"] == "pooled"]
+                values = {}
+                for row in pooled.itertuples():
+                    for metric in ("acc", "uf1", "uar", "wf1"):
+                        for suffix in ("", "_low", "_high"):
+                            value = getattr(row, f"{metric}{suffix}")
+                            if value is not None and not math.isnan(float(value)):
+                                values[_mlflow_key(row.model, row.selection, metric + suffix)] = float(value)
+                mlflow.log_metrics(values)
+            elif isinstance(data, pd.DataFrame):
+                self._log_frame("compare", data, f"{name}.csv")
+            elif name in ("report", "report_html") and isinstance(data, str):
+                self._log_text("compare", data, "report.md" if name == "report" else "report.html")
+            elif name == "forest_figure" and hasattr(data, "savefig"):
+                self._log_figure("compare", data, "forest.png")
+            elif name == "megc2019_logs" and isinstance(data, dict):
+                for key, text in data.items():
+                    mlflow.log_text(str(text), f"compare/megc2019_logs/{key}.txt")
+            elif name == "megc2019_scores" and isinstance(data, dict) and data:
+                mlflow.log_text(json.dumps(data, indent=2), "compare/megc2019_scores.json")
 
     def _log_metrics(self, model: str, metrics: dict[str, Any]) -> None:
         import mlflow
