@@ -154,3 +154,23 @@ def test_paired_comparisons_holm_correct_within_a_family() -> None:
     for _, family in table.groupby("selection"):
         assert family["p_holm"].to_numpy() == pytest.approx(holm(family["p_value"].to_numpy()))
         assert (family["p_holm"] >= family["p_value"]).all()
+
+
+def test_compare_node_names_missing_models_and_the_report_labels_leaks_and_refusals() -> None:
+    from microexpr.dag.compare import compare_models, comparison_report
+
+    results = {name: {"predictions": r.predictions, "metrics": r.metrics} for name, r in {
+        "mmnet": _result("mmnet"),
+        "cva_fpf": _result("cva_fpf", leak="au_leak", tags={"au_source": "ground_truth"}),
+        "samer": _result("samer", rows=ROWS[:-1]),  # one sample short, not declared excluded
+    }.items()}
+    board, gap, paired, summary = compare_models(results, {"n_resamples": 50, "n_permutations": 50},
+                                                 models=["mmnet", "cva_fpf", "samer", "mol"])
+    assert summary["missing"] == ["mol"] and summary["models"] == ["mmnet", "cva_fpf", "samer"]
+    assert summary["leaks"] == {"cva_fpf": "au_leak"} and summary["n_refused"] == 2  # honest + oracle_epoch
+    markdown, html = comparison_report(board, gap, paired, summary, {})
+    assert markdown.startswith("# Model comparison · casme2 · emotion5 · includes leaky rows (au_leak)")
+    assert "Models without stored results" in markdown and "mol" in markdown
+    assert "cva_fpf (au_source=ground_truth) [LEAK: au_leak]" in markdown
+    assert "**Refused** mmnet vs samer (honest): mmnet and samer (honest) do not cover the same samples" in markdown
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "forest.png" not in html  # no pair to plot

@@ -134,11 +134,12 @@ def comparison_figure(paired: pd.DataFrame, summary: dict[str, Any]) -> Figure:
 
 def comparison_report(
     board: pd.DataFrame, gap: pd.DataFrame, paired: pd.DataFrame, summary: dict[str, Any],
-    megc_scores_: dict[str, Any], figure: Figure,
+    megc_scores_: dict[str, Any],
 ) -> tuple[str, str]:
-    """Node: the markdown report and its self-contained HTML twin (the forest plot embedded)."""
+    """Node: the markdown report and its self-contained HTML twin (the forest plot drawn again and embedded: the
+    saved figure cannot be read back)."""
     markdown = render_comparison_markdown(board, gap, paired, summary, megc_scores_ or None)
-    return markdown, render_comparison_html(markdown, {FOREST_FILE: figure})
+    return markdown, render_comparison_html(markdown, {FOREST_FILE: comparison_figure(paired, summary)})
 
 
 # --------------------------------------------------------------------------------------------------- builders
@@ -153,7 +154,7 @@ def create_comparison_pipeline(models: list[str]) -> Pipeline:
         Node(comparison_figure, ["compare.paired", "compare.summary"], "compare.forest_figure",
              name="comparison_figure", tags=["compare"]),
         Node(comparison_report, ["compare.leaderboard", "compare.gap", "compare.paired", "compare.summary",
-                                 "compare.megc2019_scores", "compare.forest_figure"],
+                                 "compare.megc2019_scores"],
              ["compare.report", "compare.report_html"], name="comparison_report", tags=["compare"]),
     ])
 

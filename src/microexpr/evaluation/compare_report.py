@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from microexpr.evaluation.compare import LEADERBOARD_METRICS, POOLED, SELECTION_ORDER
+from microexpr.evaluation.compare import LEADERBOARD_METRICS, SELECTION_ORDER
 from microexpr.evaluation.scorecard import METRIC_LABELS
 
 __all__ = ["forest_figure", "render_comparison_html", "render_comparison_markdown"]
@@ -84,7 +84,7 @@ def render_comparison_markdown(
 ) -> str:
     """The comparison report: honest / validated / oracle side by side per metric (own cells), the honest − oracle
     gap, the paired tests (refusals named) and, for composites, the MEGC2019 scores."""
-    leaks = sorted({str(x) for x in board["leak"] if x}) if len(board) else []
+    leaks = sorted({str(x) for x in board["leak"].dropna() if str(x)}) if len(board) else []  # "" / NaN: no leak
     title = f"# Model comparison · {info.get('dataset', '?')} · {info.get('label_set', '?')}"
     if leaks:
         title += f" · includes leaky rows ({', '.join(leaks)})"
