@@ -141,8 +141,10 @@ def test_leaderboard_keeps_selections_apart_labels_leaks_and_places_claims_like_
     assert samm["n_samples"].tolist() == [4, 4]
     gap = honest_oracle_gap(board)
     assert (gap["honest_minus_oracle"] == 0).all()  # the same table under both selections here
-    # a leaky model is never paired with an honest one
-    assert paired_comparisons([honest, leaky], n_resamples=20, n_permutations=20).empty
+    # a leaky model is never paired with an honest one, and the table says so
+    skipped = paired_comparisons([honest, leaky], n_resamples=20, n_permutations=20)
+    assert len(skipped) == 1 and skipped["status"].iloc[0].startswith("skipped: dataset / label set / leak")
+    assert "au_leak" in skipped["status"].iloc[0] and skipped["difference"].isna().all()
 
 
 def test_paired_comparisons_holm_correct_within_a_family() -> None:
@@ -173,4 +175,5 @@ def test_compare_node_names_missing_models_and_the_report_labels_leaks_and_refus
     assert "Models without stored results" in markdown and "mol" in markdown
     assert "cva_fpf (au_source=ground_truth) [LEAK: au_leak]" in markdown
     assert "**Refused** mmnet vs samer (honest): mmnet and samer (honest) do not cover the same samples" in markdown
+    assert "Not compared: cva_fpf (au_source=ground_truth) [LEAK: au_leak] vs mmnet" in markdown
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "forest.png" not in html  # no pair to plot

@@ -89,7 +89,7 @@ def compare_models(
                                 n_permutations=int(settings["n_permutations"]),
                                 permutation_unit=str(settings["permutation_unit"]), seed=int(settings["seed"]),
                                 level=float(settings["level"]))
-    for row in paired.loc[paired["status"] != "ok"].itertuples():
+    for row in paired.loc[paired["status"].str.startswith("refused")].itertuples():
         logger.warning("compare: %s", row.status)
 
     def distinct(key: str) -> str:
@@ -100,7 +100,7 @@ def compare_models(
         "dataset": distinct("dataset"), "label_set": distinct("label_set"), "protocol": distinct("split_protocol"),
         "selections": sorted(set(board["selection"])) if len(board) else [],
         "tags": {r.model: r.tags for r in results}, "leaks": {r.model: r.leak for r in results if r.leak},
-        "n_refused": int((paired["status"] != "ok").sum()), **{k: settings[k] for k in
+        "n_refused": int(paired["status"].str.startswith("refused").sum()), **{k: settings[k] for k in
                                                                 ("n_resamples", "n_permutations", "permutation_unit")},
     }
     return board, honest_oracle_gap(board), paired, summary

@@ -376,12 +376,16 @@ def paired_comparisons(
 ) -> pd.DataFrame:
     """Every model pair under every selection both computed (same dataset, label set and leak only): a − b with a
     paired interval, the permutation p-value and its Holm correction within (selection, dataset, label set,
-    leak, metric). A pair whose samples differ gets one ``status = refused: …`` row instead of numbers."""
+    leak, metric). A pair whose samples differ gets one ``status = refused: …`` row instead of numbers; a pair of
+    different datasets, label sets or leak labels one ``status = skipped: …`` row."""
     rows = []
     for a, b in itertools.combinations(sorted(results, key=lambda r: r.label), 2):
-        same = (a.metrics.get("dataset"), a.metrics.get("label_set"), a.leak) == (
-            b.metrics.get("dataset"), b.metrics.get("label_set"), b.leak)
-        if not same:
+        key_a = (a.metrics.get("dataset"), a.metrics.get("label_set"), a.leak or "none")
+        key_b = (b.metrics.get("dataset"), b.metrics.get("label_set"), b.leak or "none")
+        if key_a != key_b:
+            rows.append({"model_a": a.model, "model_b": b.model, "label_a": a.label, "label_b": b.label,
+                         "metric": "", "status": f"skipped: dataset / label set / leak {key_a} vs {key_b} (only "
+                         "runs on the same samples, and leaky rows only with each other, are compared)"})
             continue
         for selection in [s for s in _selections_of(a) if s in _selections_of(b)]:
             base = {"selection": selection, "dataset": a.metrics.get("dataset"), "label_set": a.metrics.get("label_set"),

@@ -128,6 +128,8 @@ def render_comparison_markdown(
     refused = paired.loc[paired["status"].str.startswith("refused")]
     for r in refused.itertuples():
         lines.append(f"- **Refused** {r.label_a} vs {r.label_b} ({r.selection}): {r.status.removeprefix('refused: ')}")
+    for r in paired.loc[paired["status"].str.startswith("skipped")].itertuples():
+        lines.append(f"- Not compared: {r.label_a} vs {r.label_b}: {r.status.removeprefix('skipped: ')}")
     lines.append("")
     if megc:
         lines += ["## MEGC2019 scores (TP/FP/FN summed over all folds)", ""]
