@@ -2,7 +2,8 @@
 as `microexpr` and `python -m microexpr`
 
 ``microexpr [kedro run options]`` runs the project (Kedro's ``run`` command, as before);
-``microexpr faces download`` fetches the London face set for the synthetic dataset (microexpr.faces).
+``microexpr faces download`` fetches the London face set for the synthetic dataset (microexpr.faces);
+``microexpr predict <clip> --model <name>`` predicts a new clip with a saved full-data model (docs/predict.md).
 The subcommand is dispatched on the first argument so every ``run`` option keeps working unchanged.
 """
 
@@ -16,7 +17,9 @@ from microexpr.faces import faces_cli
 
 SUBCOMMANDS_EPILOG = (
     "Other commands: `microexpr faces download` fetches the Face Research Lab London Set (verified by sha256) "
-    "into the cache folder the synthetic dataset reads; `microexpr faces download --help` for its options."
+    "into the cache folder the synthetic dataset reads; `microexpr faces download --help` for its options. "
+    "`microexpr predict <clip> --model <name>` predicts a folder of frames or a video with a saved full-data model "
+    "(`microexpr predict --help`)."
 )
 
 
@@ -27,7 +30,8 @@ def command_line(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
 
 
 def main(*args, **kwargs) -> Any:
-    """``microexpr faces …`` → the faces commands; anything else → Kedro's ``run`` for this project."""
+    """``microexpr faces …`` → the faces commands; ``microexpr predict …`` → prediction; anything else → Kedro's
+    ``run`` for this project."""
     package_name = Path(__file__).parent.name
     interactive = hasattr(sys, "ps1")
     kwargs["standalone_mode"] = not interactive
@@ -39,6 +43,11 @@ def main(*args, **kwargs) -> Any:
             prog_name=f"microexpr {faces_cli.name}",
             standalone_mode=kwargs["standalone_mode"],
         )
+    if argv and argv[0] == "predict":
+        from microexpr.inference.cli import predict_cli
+
+        return predict_cli.main(args=list(argv[1:]), prog_name="microexpr predict",
+                                standalone_mode=kwargs["standalone_mode"])
 
     # Imported here, not at the top: kedro logs on import, and `microexpr faces` needs none of it.
     from kedro.framework.cli.utils import find_run_command

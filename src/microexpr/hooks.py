@@ -21,7 +21,10 @@ specific to our training stage, reacting to what the nodes save:
 * the comparison (``compare.*`` datasets of ``kedro run --pipelines=all | compare``) is a nested run of its own,
   ``compare · <dataset> · <label set>``, with the leaderboard, paired tests, gap, report (markdown and HTML), forest
   plot and MEGC2019 exports as artifacts under ``compare/`` and each pooled leaderboard value as a metric
-  ``<model>.<selection>.<metric>`` (with ``_low`` / ``_high``).
+  ``<model>.<selection>.<metric>`` (with ``_low`` / ``_high``);
+* a full-data model (``<model>.final_model``) gets the run id written into its card before the catalog saves it,
+  and is logged as the run's model: its folder (card + safetensors) as artifacts under ``<model>/final_model/``
+  and as an MLflow logged model named ``<model>`` (tag ``microexpr.<model>.final_model_id``).
 
 Which dataset names belong to a model comes from the model registry (microexpr.models), the one model list.
 """
@@ -221,17 +224,31 @@ class FoldTrackingHook:
         mlflow.set_tags(tags)
 
     @hook_impl
+    def before_dataset_saved(self, dataset_name: str, data: Any, node) -> None:  # noqa: ARG002
+        """The MLflow run id goes into a full-data model's card before the catalog writes it."""
+        run = _active_run()
+        if run is None or _model_of(dataset_name) is None:
+            return
+        from microexpr.inference.card import FinalModel
+
+        if isinstance(data, FinalModel):
+            data.card["mlflow_run_id"] = run.info.run_id
+
+    @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:  # noqa: ARG002
         if _active_run() is not None and dataset_name.startswith("compare."):
             self._log_comparison(dataset_name, data)
             return
         if _active_run() is None or _model_of(dataset_name) is None:
             return
+        from microexpr.inference.card import FinalModel
         from microexpr.training.results import FoldResult
 
         model = _model_of(dataset_name)
         if isinstance(data, FoldResult):
             self._log_fold(data)
+        elif isinstance(data, FinalModel):
+            self._log_final_model(model, data)
         elif dataset_name.endswith(".metrics") and isinstance(data, dict) and "selections" in data:
             self._log_metrics(model, data)
             self._rename_with_label_set(model, str(data.get("label_set", "")))
@@ -322,6 +339,31 @@ class FoldTrackingHook:
                     mlflow.log_text(str(text), f"compare/megc2019_logs/{key}.txt")
             elif name == "megc2019_scores" and isinstance(data, dict) and data:
                 mlflow.log_text(json.dumps(data, indent=2), "compare/megc2019_scores.json")
+    def _log_final_model(self, model: str, final) -> None:
+        """The saved folder as run artifacts and as an MLflow logged model (a failure of the latter warns)."""
+        import mlflow
+
+        from microexpr.datasets.final_model import write_final_model
+
+        if not final.trained:
+            mlflow.set_tag(f"microexpr.{model}.final_model", f"not trained: {final.card.get('skipped')}")
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            card = write_final_model(Path(tmp), final)
+            mlflow.log_artifacts(tmp, artifact_path=f"{model}/final_model")
+            mlflow.set_tag(f"microexpr.{model}.final_model", f"sha256 {card['weights']['sha256']}")
+            try:
+                logged = mlflow.initialize_logged_model(
+                    name=model, source_run_id=_active_run().info.run_id, model_type="microexpr.final_model",
+                    tags={"microexpr.model": model, "microexpr.label_set": str(card.get("label_set")),
+                          "microexpr.dataset": str(card.get("dataset"))},
+                )
+                mlflow.MlflowClient().log_model_artifacts(logged.model_id, tmp)
+                mlflow.finalize_logged_model(logged.model_id, "READY")
+                mlflow.set_tag(f"microexpr.{model}.final_model_id", logged.model_id)
+            except Exception as error:  # noqa: BLE001 - the artifacts above already hold the model
+                logger.warning("%s: logging the full-data model as an MLflow logged model failed (%s); it is in the "
+                               "run's artifacts under %s/final_model", model, error, model)
 
     def _log_metrics(self, model: str, metrics: dict[str, Any]) -> None:
         import mlflow

@@ -24,6 +24,7 @@ import pandas as pd
 from kedro.pipeline import Node, Pipeline
 from matplotlib.figure import Figure
 
+from microexpr.dag.final_model import create_final_model_pipeline
 from microexpr.dag.ingest import create_ingest_pipeline
 from microexpr.dag.preprocess import create_preprocess_pipeline
 from microexpr.dag.shards import n_shards
@@ -390,10 +391,12 @@ def create_training_pipeline(model: str) -> Pipeline:
 
 
 def create_model_pipeline(model: str) -> Pipeline:
-    """What ``kedro run --pipelines=<model>`` runs: ingest, the features the model's task needs, split, training."""
+    """What ``kedro run --pipelines=<model>`` runs: ingest, the features the model's task needs, split, training,
+    and the full-data model (microexpr.dag.final_model)."""
     return (
         create_ingest_pipeline()
         + create_preprocess_pipeline(features=task_class(model).features)
         + create_split_pipeline()
         + create_training_pipeline(model)
+        + create_final_model_pipeline(model)
     )

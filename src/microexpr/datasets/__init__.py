@@ -4,6 +4,7 @@ from microexpr.datasets.arrays import NpzDataset
 from microexpr.datasets.face_photo_loader import FacePhotoLoader
 from microexpr.datasets.face_photos import FacePhotoFolder
 from microexpr.datasets.feature_store import FeatureStore
+from microexpr.datasets.final_model import FinalModelDataset
 from microexpr.datasets.fold_results import FoldResultStore
 from microexpr.datasets.raw_source import RawDatasetSource
 from microexpr.datasets.stored_results import StoredModelResults
@@ -13,6 +14,7 @@ __all__ = [
     "FacePhotoFolder",
     "FacePhotoLoader",
     "FeatureStore",
+    "FinalModelDataset",
     "FoldResultStore",
     "NpzDataset",
     "RawDatasetSource",
