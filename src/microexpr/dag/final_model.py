@@ -57,6 +57,8 @@ def train_final_model(
 ) -> FinalModel:
     """Node: train ``model`` on every sample of its bundle (fixed schedule, seed of fold ``full_data``) and return
     the weights with their card; a card alone, saying why, when ``enabled`` is false."""
+    if not isinstance(enabled, bool):
+        raise ValueError(f"{model}.final_model must be true or false, got {enabled!r}")
     task = build_task(model, task_params)
     features = card_features(task_class(model).features)
     params = {name.removeprefix(PREPROCESS_PREFIX): block for name, block in preprocess.items()}
