@@ -41,7 +41,7 @@ def write_final_model(folder: Path, final: FinalModel) -> dict[str, Any]:
             "sha256": hashlib.sha256(payload).hexdigest(),
             "bytes": len(payload),
             "tensors": len(tensors),
-            "parameters": int(sum(t.numel() for n, t in tensors.items() if t.is_floating_point())),
+            "elements": int(sum(t.numel() for t in tensors.values())),
         }
     text = json.dumps(card, indent=2, sort_keys=False, default=str).encode()
     write_atomically(folder / CARD_FILE, lambda handle: handle.write(text))

@@ -126,10 +126,15 @@ def _report(result, card: dict[str, Any], source: str, out: Path, seconds: float
     key = result.key_frames
     loso = card.get("loso_metrics") or {}
     click.echo(f"clip: {result.clip} ({result.n_frames} frames, {result.source})")
-    click.echo(f"model: {result.model} trained on {card.get('dataset')} · {card.get('label_set')} "
-               f"({(card.get('trained_on') or {}).get('n_samples', '?')} clips); weights: {source}")
-    click.echo(f"honest LOSO of that run (the number to quote): UF1 {loso.get('uf1')}, UAR {loso.get('uar')}, "
-               f"accuracy {loso.get('accuracy')} over {loso.get('n_folds')} folds ({loso.get('selection')})")
+    n_samples = (card.get("trained_on") or {}).get("n_samples")
+    click.echo(f"model: {result.model} trained on {card.get('dataset')} · {card.get('label_set')}"
+               f"{f' ({n_samples} clips)' if n_samples else ''}; weights: {source}")
+    if loso.get("uf1") is None:
+        click.echo("honest LOSO metrics: not recorded in this card")
+    else:
+        click.echo(f"{loso.get('selection')} LOSO of that run (the number to quote): UF1 {loso['uf1']:.3f}, UAR "
+                   f"{loso.get('uar') or float('nan'):.3f}, accuracy {loso.get('accuracy') or float('nan'):.3f} over "
+                   f"{loso.get('n_folds')} folds")
     if card.get("leak"):
         click.echo(f"WARNING: this model was trained with a leaky setting: {card['leak']}")
     if not label_checked:

@@ -10,8 +10,8 @@ Key frames: ``onset`` defaults to the first frame, ``offset`` to the last. When 
 **spotted** as the peak of onset-relative flow magnitude, guarded against head drift: every frame from onset to
 offset is cut by the onset's face alignment (grey, 128 px); the Farneback flow from the onset to each frame, and
 from the offset to each frame, is computed over the central face region (the outer eighth of each side left out,
-where the warp's border and the hair move) with its median vector (rigid drift) subtracted; a frame's motion is
-the mean remaining magnitude. The apex is the frame where the smaller of its onset-relative and offset-relative
+where the warp's border and the hair move) with its least-squares affine part (the head's rigid motion) removed;
+a frame's motion is the mean remaining magnitude. The apex is the frame where the smaller of its onset-relative and offset-relative
 motion, averaged over 3 frames, peaks: an expression is away from both neutral ends at its apex, whereas slow head
 drift grows from the onset and would make the last frame win on the onset-relative curve alone. The curves are
 kept for the figure and the JSON, and a spotted apex is always reported as spotted. It is a heuristic: pass
@@ -43,7 +43,7 @@ SPOT_SMOOTH = 3
 DEFAULT_BOX_ENLARGE = 2.5
 
 __all__ = ["Clip", "ClipError", "KeyFrames", "choose_key_frames", "clip_features", "clip_row", "open_clip",
-           "key_frame_motion", "sample_record"]
+           "key_frame_motion", "residual_motion", "sample_record"]
 
 
 class ClipError(ValueError):
@@ -179,15 +179,25 @@ def _uses_crops(cfg: Mapping[str, Any]) -> bool:
     return cfg.get("alignment", "dlib") == "dataset_crops"
 
 
+def residual_motion(flow: np.ndarray) -> float:
+    """Mean magnitude of (H, W, 2) flow after removing its least-squares affine part (the head's rigid motion:
+    translation, rotation, scale), i.e. the local, non-rigid motion of the face."""
+    height, width = flow.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width]
+    design = np.stack([xs.ravel(), ys.ravel(), np.ones(height * width)], axis=1).astype(np.float64)
+    vectors = flow.reshape(-1, 2).astype(np.float64)
+    coefficients, *_ = np.linalg.lstsq(design, vectors, rcond=None)
+    residual = vectors - design @ coefficients
+    return float(np.hypot(residual[:, 0], residual[:, 1]).mean())
+
+
 def _motion(reference: np.ndarray, face: np.ndarray, inner: slice) -> float:
-    flow = compute_flow(reference, face, SPOT_METHOD)[inner, inner]
-    flow = flow - np.median(flow.reshape(-1, 2), axis=0)
-    return float(flow_magnitude(flow).mean())
+    return residual_motion(compute_flow(reference, face, SPOT_METHOD)[inner, inner])
 
 
 def key_frame_motion(grey_faces: np.ndarray) -> dict[str, np.ndarray]:
     """Per frame of (T, S, S) grey faces from onset to offset: ``onset`` and ``offset`` relative motion (mean
-    drift-free Farneback magnitude in pixels of the crop, module docstring) and the spotting ``score`` (3-frame
+    non-rigid Farneback magnitude in pixels of the crop, module docstring) and the spotting ``score`` (3-frame
     mean of their minimum)."""
     side = grey_faces.shape[1]
     border = int(round(side * SPOT_BORDER))

@@ -19,7 +19,16 @@ import torch
 from matplotlib.figure import Figure
 
 from microexpr.inference.card import FinalModel, check_card, instantiate
-from microexpr.inference.clip import Clip, ClipError, KeyFrames, choose_key_frames, clip_features, clip_row, key_faces, sample_record
+from microexpr.inference.clip import (
+    Clip,
+    ClipError,
+    KeyFrames,
+    choose_key_frames,
+    clip_features,
+    clip_row,
+    key_faces,
+    sample_record,
+)
 from microexpr.training.loop import predict_proba
 from microexpr.training.runtime import resolve_runtime
 from microexpr.training.task import PredictInputs
