@@ -134,9 +134,9 @@ def prediction_figure(result: Prediction, onset: np.ndarray, apex: np.ndarray, m
                      label={"score": "apex score"}.get(name, f"from {name}"))
     axes[2].axvline(key.apex, color="tab:red", linestyle="--", label=f"apex {key.apex}")
     axes[2].set_xlabel("frame")
-    axes[2].set_ylabel("mean flow from onset (px)")
+    axes[2].set_ylabel("mean non-rigid flow (px)")
     axes[2].legend(fontsize=8)
-    axes[2].set_title("motion (flow magnitude, drift removed)", fontsize=9)
+    axes[2].set_title("motion (rigid head motion removed)", fontsize=9)
     order = np.arange(len(result.classes))
     colours = ["tab:red" if i == int(np.argmax(result.probabilities)) else "tab:gray" for i in order]
     axes[3].barh(order, result.probabilities, color=colours)
