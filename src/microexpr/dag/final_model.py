@@ -69,7 +69,7 @@ def train_final_model(
         features=features, preprocessing=preprocessing_of(features, params), metrics=metrics,
         trained_on={"n_samples": int(meta["n_samples"]), "n_subjects": meta.get("n_subjects"),
                     "datasets": meta.get("datasets"), "input_fingerprint": meta.get("fingerprint")},
-        leak=getattr(task, "leak", lambda: None)(), run_tags=getattr(task, "run_tags", lambda: {})(),
+        leak=task.leak(), run_tags={str(k): str(v) for k, v in task.run_tags().items()},
     )
     if not enabled:
         logger.info("%s: final_model is false; no full-data model is trained (its card says so)", model)

@@ -136,7 +136,8 @@ def _report(result, card: dict[str, Any], source: str, out: Path, seconds: float
                    f"{loso.get('uar') or float('nan'):.3f}, accuracy {loso.get('accuracy') or float('nan'):.3f} over "
                    f"{loso.get('n_folds')} folds")
     if card.get("leak"):
-        click.echo(f"WARNING: this model was trained with a leaky setting: {card['leak']}")
+        click.echo(f"WARNING: this model was trained with a leaky setting ({card['leak']}): it read test-sample "
+                   "annotations as inputs, which a new clip does not have; its LOSO number is not honest")
     if not label_checked:
         click.echo("note: classes not checked against labels.yml (not inside the project)")
     for name in ("onset", "apex", "offset"):
