@@ -53,6 +53,8 @@ def test_save_load_round_trip_gives_identical_predictions(model, clip_files, tmp
     assert (tmp_path / "06_models" / model / "final_model").is_dir() and loaded.card["weights"]["bytes"] > 1000
     assert loaded.card["model"] == model and loaded.card["classes"] == final.card["classes"]
     assert set(loaded.state) == set(final.state)
+    again = write_final_model(tmp_path / "again", final)  # what the tracking hook logs: byte for byte the same
+    assert again["weights"]["sha256"] == loaded.card["weights"]["sha256"]
     clip = open_clip(clip_files["folder"], tmp_path / "scratch")
     before = predict_clip(final, clip, apex=clip_files["apex"], figures=False)
     after = predict_clip(loaded, clip, apex=clip_files["apex"], figures=False)

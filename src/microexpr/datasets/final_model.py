@@ -34,7 +34,8 @@ def write_final_model(folder: Path, final: FinalModel) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     if final.state is not None:
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in final.state.items()}
-        payload = save(tensors, metadata={"format": str(card.get("format")), "model": str(card.get("model"))})
+        # one metadata key: safetensors orders several keys at random, and the bytes (their sha256) must not vary
+        payload = save(tensors, metadata={"microexpr": f"{card.get('format')}:{card.get('model')}"})
         write_atomically(folder / WEIGHTS_FILE, lambda handle: handle.write(payload))
         card["weights"] = {
             "file": WEIGHTS_FILE,
