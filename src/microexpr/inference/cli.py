@@ -113,6 +113,17 @@ def resolve_weights(model: str, weights: str | None, project: Project | None):
     raise click.ClickException(f"--weights {weights!r} is neither a folder nor an MLflow run (runs:/<id>, models:/<id>)")
 
 
+def _default_out(project: Project | None) -> Path:
+    """``<data_root>/08_reporting/predict`` of the project's env (git-ignored), else ``./predictions``."""
+    if project is None:
+        return Path("predictions")
+    try:
+        root = Path(str(project.config["globals"]["data_root"]))
+    except (KeyError, TypeError, ValueError):
+        root = Path("data")
+    return (root if root.is_absolute() else project.root / root) / "08_reporting" / "predict"
+
+
 def _label_maps(project: Project | None) -> dict | None:
     if project is None:
         return None
@@ -158,7 +169,7 @@ def _report(result, card: dict[str, Any], source: str, out: Path, seconds: float
 @click.option("--apex", type=int, default=None, help="Apex frame number (default: spotted, and reported).")
 @click.option("--offset", type=int, default=None, help="Offset frame number (default: the last frame).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for prediction.json and the figures (default: predictions/<clip>_<model>).")
+              help="Folder for prediction.json and the figures (default: <data_root>/08_reporting/predict/<clip>_<model>).")
 @click.option("--env", default=None, help="Kedro configuration environment whose catalog holds the model.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 def predict_cli(clip: Path, model: str, weights: str | None, onset: int | None, apex: int | None,
@@ -183,7 +194,7 @@ def predict_cli(clip: Path, model: str, weights: str | None, onset: int | None, 
                                   device=device, label_maps=label_maps)
         except (CardMismatch, ClipError) as error:
             raise click.ClickException(str(error)) from None
-    out = out or Path("predictions") / f"{result.clip}_{model}"
+    out = out or _default_out(project) / f"{result.clip}_{model}"
     out.mkdir(parents=True, exist_ok=True)
     payload = {**result.to_json(final.card), "weights": source}
     (out / "prediction.json").write_text(json.dumps(payload, indent=2))
