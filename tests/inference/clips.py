@@ -71,7 +71,7 @@ def untrained_final_model(model: str, seed: int = 0) -> FinalModel:
     card = build_card(model=model, model_config=MODEL_CONFIG[model], task_settings={}, training={"epochs": 1},
                       seed=seed, classes=CLASSES, label_set="emotion5", dataset="synthetic", features=features,
                       preprocessing=preprocessing_of(features, PREPROCESS),
-                      metrics={"selections": {"honest": {"uf1": 0.5, "uar": 0.5, "accuracy": 0.5}}},
+                      metrics={"selections": {"honest": {"uf1": 0.5, "uar": 0.5, "acc": 0.5}}},
                       trained_on={"n_samples": 0, "datasets": ["synthetic"]})
     card["weights"] = {"file": "weights.safetensors"}  # filled for real when written
     return FinalModel(card, {k: v.detach().clone() for k, v in net.state_dict().items()})

@@ -40,7 +40,7 @@ def _node_args(enabled: bool) -> dict:
     inputs = toy_inputs(12, n_classes=3, seed=1)
     meta = {"classes": inputs["classes"].tolist(), "label_set": "toy3", "n_samples": 12, "n_subjects": 4,
             "datasets": ["toy"], "fingerprint": "toy-bundle"}
-    metrics = {"selections": {"honest": {"uf1": 0.4, "uar": 0.5, "accuracy": 0.5, "wf1": 0.45},
+    metrics = {"selections": {"honest": {"uf1": 0.4, "uar": 0.5, "acc": 0.5, "wf1": 0.45},
                               "oracle_epoch": {"uf1": 0.9}}, "split_protocol": "loso", "n_folds": 4,
                "n_samples": 12, "leak": None, "tags": {}}
     return dict(model_input=inputs, model_input_meta=meta, metrics=metrics, seed=0, model_params={},
@@ -57,6 +57,7 @@ def test_the_node_trains_on_every_sample_and_quotes_the_honest_loso_metrics() ->
     card = final.card
     assert final.trained and card["trained_on"]["n_samples"] == 12 and card["full_data_training"]["epochs"] == 2
     assert card["loso_metrics"]["uf1"] == 0.4 and card["loso_metrics"]["selection"] == "honest"  # never the oracle's
+    assert card["loso_metrics"]["accuracy"] == 0.5 and card["loso_metrics"]["wf1"] == 0.45
     assert card["preprocessing"]["key_frames"]["size"] == 64 and "workers" not in card["preprocessing"]["key_frames"]
     card["weights"] = {"file": "weights.safetensors"}
     check_card(card)

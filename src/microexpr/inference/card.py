@@ -20,7 +20,7 @@ CARD_FORMAT = "microexpr.final_model"
 CARD_VERSION = 1
 FULL_DATA_FOLD = "full_data"  # the fold id the full-data model's seed derives from
 ALIGNMENT_FEATURE = "face_alignment"
-METRIC_KEYS = ("accuracy", "uf1", "uar", "wf1")
+METRIC_KEYS = {"accuracy": "acc", "uf1": "uf1", "uar": "uar", "wf1": "wf1"}  # card key -> metrics.json key
 
 __all__ = [
     "CARD_FORMAT",
@@ -75,8 +75,8 @@ def loso_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     values = selections.get(chosen, {})
     summary: dict[str, Any] = {"selection": chosen, "protocol": metrics.get("split_protocol", ""),
                                "n_folds": metrics.get("n_folds"), "n_samples": metrics.get("n_samples")}
-    for key in METRIC_KEYS:
-        value = values.get(key)
+    for key, source in METRIC_KEYS.items():
+        value = values.get(source)
         summary[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
     for key in ("leak", "tags"):
         if metrics.get(key):
