@@ -83,7 +83,7 @@ class CropFiles:
 
     root: str
     paths: dict[int, str]
-    fingerprint: tuple[tuple[str, int], ...]
+    fingerprint: tuple[tuple[str, int | str], ...]  # (relpath, content digest; the size if none was read)
 
 
 @dataclass(frozen=True)
@@ -199,5 +199,6 @@ def resolve_crops(
     return CropFiles(
         root=info.root,
         paths={n: clip.files[n].relpath for n in ordered},
-        fingerprint=tuple((clip.files[n].relpath, int(clip.files[n].size)) for n in ordered),
+        fingerprint=tuple((clip.files[n].relpath, clip.files[n].digest or int(clip.files[n].size))
+                          for n in ordered),
     )
