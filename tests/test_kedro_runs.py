@@ -150,7 +150,7 @@ def run_notebook_against(data_root: Path) -> None:
 
 
 def _fold_files(data_root: Path) -> list[str]:
-    return glob.glob(str(data_root / "07_model_output/mmnet/folds/shard_*/*.pkl"))
+    return glob.glob(str(data_root / "07_model_output/mmnet/folds/shard_*/*.npz"))
 
 
 def test_killed_run_resumes_losing_at_most_one_fold(tmp_path: Path) -> None:
