@@ -184,13 +184,12 @@ def prepare_tracking_store(uri: str, project_path: Path, timeout_s: float = 600.
     path = sqlite_path(uri, project_path)
     if path is None:
         return
+    import mlflow
     from filelock import FileLock
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock", timeout=timeout_s):
-        store = SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "mlruns"))
-        store.engine.dispose()
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
 
 
 def _tracking_uri(context: Any) -> str:
