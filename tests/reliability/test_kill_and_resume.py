@@ -1,6 +1,7 @@
 """Kill a `kedro run`, damage what it stored, run again: the final predictions equal the uninterrupted run's.
 
-Between the killed run and the rerun: one finished fold result is truncated, one feature blob gets a flipped bit
+The run is killed once two of its four folds are stored (so it also checks that a killed run loses at most
+the fold in progress: every intact stored fold is reused). Between the killed run and the rerun: one finished fold result is truncated, one feature blob gets a flipped bit
 and a pickle is planted in a shard folder. The rerun must recompute the blob and retrain the fold (warnings name
 both files), never run the planted pickle, close the killed run in MLflow, and predict exactly what an
 uninterrupted run predicts (tests/golden/mmnet_conf_test_predictions.csv, the stored uninterrupted run of
@@ -21,7 +22,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_kedro_runs import PROJECT, _env, _mlflow_runs, assert_same_predictions_as_golden, kedro, latest
+from tests.test_kedro_runs import (
+    PROJECT,
+    _env,
+    _mlflow_runs,
+    assert_same_predictions_as_golden,
+    kedro,
+    latest,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,21 +48,21 @@ def _fold_files(root: Path) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(root / "07_model_output/mmnet/folds/shard_*/fold_*.npz")))
 
 
-def _kill_after_first_fold(root: Path) -> None:
+def _kill_after_two_folds(root: Path) -> None:
     cmd = [sys.executable, "-m", "kedro", "run", "--pipelines=mmnet", "--env", "test"]
     proc = subprocess.Popen(cmd, cwd=PROJECT, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 600
-    while not _fold_files(root) and proc.poll() is None and time.monotonic() < deadline:
+    while len(_fold_files(root)) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
 def test_kill_damage_and_resume_predicts_like_an_uninterrupted_run(tmp_path: Path) -> None:
-    _kill_after_first_fold(tmp_path)
+    _kill_after_two_folds(tmp_path)
     folds = _fold_files(tmp_path)
-    assert 1 <= len(folds) < 4, "the run must be killed part-way through its 4 folds"
+    assert 2 <= len(folds) < 4, "the run must be killed part-way through its 4 folds"
 
     fold_file = folds[0]
     fold_file.write_bytes(fold_file.read_bytes()[: fold_file.stat().st_size // 2])
@@ -70,6 +78,8 @@ def test_kill_damage_and_resume_predicts_like_an_uninterrupted_run(tmp_path: Pat
     assert f"Feature blob {blob}" in output and "recomputing it" in output
     assert str(fold_file) in output and "trained again" in output
     assert str(planted) in output and not (tmp_path / "planted_payload_ran").exists()
+    # a killed run loses at most the fold in progress: every intact stored fold is reused, the damaged one retrained
+    assert output.count("reusing the result of an earlier run") == len(folds) - 1
 
     predictions = pd.read_parquet(latest(tmp_path, "07_model_output/mmnet/predictions.parquet"))
     assert_same_predictions_as_golden(predictions)

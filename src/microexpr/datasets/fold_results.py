@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +85,7 @@ def read_fold_result(path: Path) -> FoldResult:
         meta = json.loads(arrays["meta.json"].tobytes().decode())
         history = pd.read_parquet(io.BytesIO(arrays["history.parquet"].tobytes()))
         predictions = pd.read_parquet(io.BytesIO(arrays["predictions.parquet"].tobytes()))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise UnreadableFoldResult(f"fold result {path} cannot be read: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for damaged parquet bytes
+    except Exception as exc:  # noqa: BLE001 - zip, npy, JSON and pyarrow each raise their own types on damage
         raise UnreadableFoldResult(f"fold result {path} cannot be read: {type(exc).__name__}: {exc}") from exc
     if meta.get("format") != FORMAT or any(f not in meta for f in _META_FIELDS):
         raise UnreadableFoldResult(f"fold result {path} is not in format {FORMAT} (fields {sorted(meta)})")
