@@ -5,10 +5,10 @@ MMNet reference code trains on those, resized, instead of a dlib warp. A feature
 dataset_crops`` (docs/preprocessing.md) reads them through two steps:
 
 * :func:`locate_provided_crops` (a node): for every index row, the crop files of its clip in each crop folder
-  the dataset's layout knows (paths and sizes as the I/O layer listed them, with its integrity verdict), or why
+  the dataset's layout knows (paths, sizes and content digests as the I/O layer listed them, with its integrity verdict), or why
   the dataset offers none;
 * :func:`resolve_crops` (called by the planner): the files of the frames one feature needs, with a fingerprint
-  (paths and sizes, like ingest's ``content_hash``) for the cache key, or the reason they cannot be used: a
+  (paths and content digests, like ingest's ``content_hash``) for the cache key, or the reason they cannot be used: a
   *dataset* problem (no crops at all) or a *clip* problem (a needed crop file missing or damaged).
 
 Layouts are dataset quirks and live in the dataset's parser module (``data/sources/casme2.py``); this module only
