@@ -13,9 +13,13 @@ frame of a clip) in a ``FeatureStore`` with 2 worker processes. Peak memory is t
 its workers, sampled every 50 ms. Baseline: the same ``attr_clips`` with the face cut the way it was before
 (every frame of the clip decoded at full size, then all warped at once).
 
+``verify``: what checking a reused feature blob costs (zip structure + every member's CRC, ``blob_problem``), in
+MiB/s, on one blob of random bytes (``--mib``, default 200), best of 3 with the file in the page cache.
+
 Usage:
     python benchmarks/faults_cost.py hashing [--env benchmark] [--repeats 2]
     python benchmarks/faults_cost.py memory [--frames 30] [--workers 2]
+    python benchmarks/faults_cost.py verify [--mib 200]
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
 from microexpr.data.records import IMAGE_EXTENSIONS  # noqa: E402
-from microexpr.datasets.feature_store import FeatureJob, FeatureJobs, FeatureStore  # noqa: E402
+from microexpr.datasets.feature_store import FeatureJob, FeatureJobs, FeatureStore, blob_problem  # noqa: E402
 from microexpr.datasets.raw_source import check_image_bytes, inspect_frame  # noqa: E402
 from microexpr.features import recipes  # noqa: E402
 
@@ -194,6 +198,18 @@ def memory(args: argparse.Namespace) -> None:
                   f"{time.perf_counter() - start:.0f} s")
 
 
+def verify(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        path = Path(tmp) / "blob.npz"
+        np.savez(path, x=np.random.default_rng(0).integers(0, 255, args.mib * 2**20, dtype=np.uint8))
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            assert blob_problem(path) is None
+            times.append(time.perf_counter() - start)
+    print(f"verifying a {args.mib} MiB blob: {min(times):.2f} s = {args.mib / min(times):.0f} MiB/s (best of 3)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -204,8 +220,10 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--frames", type=int, default=30)
     m.add_argument("--workers", type=int, default=2)
+    v = sub.add_parser("verify")
+    v.add_argument("--mib", type=int, default=200)
     args = parser.parse_args()
-    hashing(args) if args.what == "hashing" else memory(args)
+    {"hashing": hashing, "memory": memory, "verify": verify}[args.what](args)
 
 
 if __name__ == "__main__":
