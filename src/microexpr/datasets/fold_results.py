@@ -15,6 +15,7 @@ old ``.pkl``, a stray file) is ignored with a warning and never opened.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -34,9 +35,14 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 SUMMARY = "shard_summary.json"
 _NAME = re.compile(r"^(?P<fold>[A-Za-z0-9_.-]+)__(?P<key>[0-9a-f]{8,64})\.npz$")
-_META_FIELDS = ("model", "fold", "shard", "key", "test_subjects", "n_train", "n_test", "seed", "device", "precision",
-                "wall_seconds")
+_NOT_META = frozenset({"history", "predictions", "extras", "reused"})
 _EXTRA = "extras."
+
+
+def _meta_fields() -> list[dataclasses.Field]:
+    """Every FoldResult field stored in ``meta.json`` (all but the tables, the extras and ``reused``); a field
+    added to FoldResult later is stored too, as long as it is JSON-serialisable."""
+    return [f for f in dataclasses.fields(FoldResult) if f.name not in _NOT_META]
 
 
 class UnreadableFoldResult(ValueError):
@@ -65,7 +71,7 @@ def _plain_array(name: str, value: Any) -> np.ndarray:
 
 def encode(result: FoldResult) -> dict[str, np.ndarray]:
     """A fold result as named arrays for one ``.npz`` (see the module docstring)."""
-    meta = {field: getattr(result, field) for field in _META_FIELDS}
+    meta = {f.name: getattr(result, f.name) for f in _meta_fields()}
     meta["format"] = FORMAT
     arrays = {
         "meta.json": _bytes_array(json.dumps(meta, default=str).encode()),
@@ -87,10 +93,12 @@ def read_fold_result(path: Path) -> FoldResult:
         predictions = pd.read_parquet(io.BytesIO(arrays["predictions.parquet"].tobytes()))
     except Exception as exc:  # noqa: BLE001 - zip, npy, JSON and pyarrow each raise their own types on damage
         raise UnreadableFoldResult(f"fold result {path} cannot be read: {type(exc).__name__}: {exc}") from exc
-    if meta.get("format") != FORMAT or any(f not in meta for f in _META_FIELDS):
+    required = [f.name for f in _meta_fields()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if meta.get("format") != FORMAT or any(name not in meta for name in required):
         raise UnreadableFoldResult(f"fold result {path} is not in format {FORMAT} (fields {sorted(meta)})")
     extras = {name[len(_EXTRA):]: value for name, value in arrays.items() if name.startswith(_EXTRA)}
-    fields = {f: meta[f] for f in _META_FIELDS}
+    fields = {f.name: meta[f.name] for f in _meta_fields() if f.name in meta}
     return FoldResult(**fields, history=history, predictions=predictions, extras=extras, reused=False)
 
 
