@@ -27,6 +27,11 @@ specific to our training stage, reacting to what the nodes save:
   and as an MLflow logged model named ``<model>`` (tag ``microexpr.<model>.final_model_id``).
 
 Which dataset names belong to a model comes from the model registry (microexpr.models), the one model list.
+
+Faults (docs/reliability.md): before kedro-mlflow opens the tracking store, an embedded sqlite store is created
+or upgraded under a file lock (``<db>.lock``), so two first runs at once cannot both migrate it; each parent run
+is tagged with its host and process id, and a later run on the same host marks RUNNING runs of the experiment
+whose process is gone (a SIGKILLed run) KILLED, with a note.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -163,6 +170,85 @@ def per_class_report(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def sqlite_path(uri: str, project_path: Path) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (relative paths from the project root), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///"):])
+    return path if path.is_absolute() else project_path / path
+
+
+def prepare_tracking_store(uri: str, project_path: Path, timeout_s: float = 600.0) -> None:
+    """Create or upgrade an embedded sqlite tracking store once, under a file lock beside it (no-op for a server).
+
+    MLflow migrates a fresh database when a store first opens it; two processes doing that at once collide
+    (``duplicate column name``). The first to take the lock migrates; the others wait, then find it current.
+    """
+    path = sqlite_path(uri, project_path)
+    if path is None:
+        return
+    import mlflow
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=timeout_s):
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+
+
+def _tracking_uri(context: Any) -> str:
+    """The tracking URI kedro-mlflow will use: mlflow.yml's ``server.mlflow_tracking_uri``, else the env var."""
+    uri = None
+    try:
+        patterns = context.config_loader.config_patterns
+        if "mlflow" not in patterns:
+            patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
+        uri = ((context.config_loader["mlflow"] or {}).get("server") or {}).get("mlflow_tracking_uri")
+    except Exception:  # noqa: BLE001 - no mlflow.yml: kedro-mlflow falls back the same way
+        uri = None
+    return str(uri or os.environ.get("MLFLOW_TRACKING_URI", "mlruns"))
+
+
+def _process_gone(pid: int, started_ms: int) -> bool:
+    """True when no process ``pid`` runs, or the one that does started after the run (the pid was reused)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() * 1000 > started_ms + 1000
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def close_stale_runs(client: Any, experiment_id: str, current_run_id: str, host: str) -> list[str]:
+    """Mark KILLED (with a note) every RUNNING parent run of the experiment started by a process on ``host`` that
+    is gone, and its RUNNING nested runs; returns their ids. Runs of other hosts are left alone (their process
+    cannot be checked from here: a cluster's shards run at the same time)."""
+    closed = []
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`microexpr.host` = '{host}'",
+    )
+    for run in stale:
+        pid = run.data.tags.get("microexpr.pid", "")
+        if run.info.run_id == current_run_id or not pid.isdigit() or not _process_gone(int(pid), run.info.start_time):
+            continue
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+        )
+        for item in [run, *children]:
+            note = (f"Marked KILLED by run {current_run_id}: its process (pid {pid} on {host}) ended without "
+                    "closing it (killed or crashed). Fold results it finished are reused by later runs.")
+            client.set_tag(item.info.run_id, "mlflow.note.content", note)
+            client.set_tag(item.info.run_id, "microexpr.stale", "killed")
+            client.set_terminated(item.info.run_id, status="KILLED")
+            closed.append(item.info.run_id)
+    if closed:
+        logger.warning("Marked %d stale RUNNING MLflow run(s) KILLED (their process is gone): %s", len(closed),
+                       ", ".join(closed))
+    return closed
+
+
 class FoldTrackingHook:
     """See the module docstring."""
 
@@ -174,7 +260,7 @@ class FoldTrackingHook:
         self._compare_run: str | None = None
         self._task_tags: dict[str, dict[str, str]] = {}
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         # Kedro's logging config forbids '()' factories, so the repeat filter is attached here.
         for handler in logging.getLogger().handlers:
@@ -184,6 +270,8 @@ class FoldTrackingHook:
             self._params = dict(context.params)
         except Exception:  # noqa: BLE001 - params are only used for naming; a broken config fails elsewhere
             self._params = {}
+        # tryfirst: runs before kedro-mlflow's own after_context_created opens the store
+        prepare_tracking_store(_tracking_uri(context), Path(context.project_path))
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:  # noqa: ARG002
@@ -193,6 +281,12 @@ class FoldTrackingHook:
         import mlflow
 
         self._compare_run = None
+        run_id, host = run.info.run_id, socket.gethostname()
+        mlflow.set_tags({"microexpr.host": host, "microexpr.pid": str(os.getpid())})
+        try:
+            close_stale_runs(mlflow.MlflowClient(), run.info.experiment_id, run_id, host)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a run
+            logger.warning("Could not check for stale RUNNING MLflow runs: %s", exc)
         models = sorted({_model_of(n) for n in pipeline.all_outputs() if _model_of(n)})
         if not models:
             if "compare.leaderboard" in pipeline.all_outputs():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from torchvision import transforms
 
-from microexpr.dag.ingest import content_hashes, frame_sizes
+from microexpr.dag.ingest import content_hashes, frame_fingerprints
 from microexpr.dag.preprocess import feature_config, plan_dependent_feature
 from microexpr.data.index import build_sample_index
 from microexpr.data.records import FrameFile, Snapshot
@@ -41,7 +41,7 @@ def indexed(root: Path, dataset: str = "casme2") -> tuple[Snapshot, pd.DataFrame
     """Snapshot and sample index (with ingest's content hashes) of a fixture root, as the ingest stage builds them."""
     snapshot = read_snapshot(get_source(dataset), root)
     index, _ = build_sample_index(snapshot, LABELS, "emotion5", None, {})
-    return snapshot, index.assign(content_hash=content_hashes(index, frame_sizes(snapshot)))
+    return snapshot, index.assign(content_hash=content_hashes(index, frame_fingerprints(snapshot)))
 
 
 def no_face_alignment(index: pd.DataFrame, blob_dir: Path) -> FeatureTable:

@@ -78,7 +78,7 @@ def test_training_dag_runs_in_memory_and_reports(tmp_path: Path) -> None:
     assert list(figures) == ["attention_overlay.png"]
     report = outputs[f"{MODEL}.report"].load()
     assert "attention_overlay.png" in report and "Run size" in report and "4 LOSO folds" in report
-    assert len(list(tmp_path.glob("shard_*/*.pkl"))) == 4
+    assert len(list(tmp_path.glob("shard_*/*.npz"))) == 4
 
 
 def _run_shard(block: dict, inputs: dict[str, np.ndarray], completed: dict) -> list[FoldResult]:

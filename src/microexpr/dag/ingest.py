@@ -83,25 +83,30 @@ def check_synthetic_manifest(snapshot: Snapshot, manifest: dict[str, Any]) -> No
         )
 
 
-def frame_sizes(snapshot: Snapshot) -> dict[str, dict[str, int]]:
-    """File size of every listed frame, per dataset (composites carry their parts)."""
-    sizes = {snapshot.dataset: {f.relpath: f.size for files in snapshot.dirs.values() for f in files}}
+def frame_fingerprints(snapshot: Snapshot) -> dict[str, dict[str, str]]:
+    """Content digest of every listed frame (its size when the listing read no bytes), per dataset (composites
+    carry their parts)."""
+    def of(part: Snapshot) -> dict[str, str]:
+        return {f.relpath: f.digest or f"size:{f.size}" for files in part.dirs.values() for f in files}
+
+    fingerprints = {snapshot.dataset: of(snapshot)}
     for name, part in snapshot.parts.items():
-        sizes[name] = {f.relpath: f.size for files in part.dirs.values() for f in files}
-    return sizes
+        fingerprints[name] = of(part)
+    return fingerprints
 
 
-def content_hashes(index: pd.DataFrame, sizes: dict[str, dict[str, int]]) -> list[str]:
-    """Per-sample fingerprint of what feature extraction reads: frame files (path, size) and the annotation.
+def content_hashes(index: pd.DataFrame, fingerprints: dict[str, dict[str, str]]) -> list[str]:
+    """Per-sample fingerprint of what feature extraction reads: frame contents and the annotation.
 
-    Features are cached under keys derived from it, so editing an annotation or replacing a frame recomputes
-    exactly the affected clips.
+    Features are cached under keys derived from it, so editing an annotation or replacing a frame (even by one of
+    the same size) recomputes exactly the affected clips. Paths enter relative to the dataset root and the root
+    itself does not enter, so moving or re-mounting the data folder keeps every key.
     """
     hashes = []
     for row in index.itertuples(index=False):
-        member = row.dataset if row.dataset in sizes else next(iter(sizes))
-        files = [(p, sizes[member].get(p, -1)) for p in row.frame_paths]
-        payload = json.dumps([row.root, files, int(row.onset), int(row.apex), int(row.offset)], default=str)
+        member = row.dataset if row.dataset in fingerprints else next(iter(fingerprints))
+        files = [(p, fingerprints[member].get(p, "missing")) for p in row.frame_paths]
+        payload = json.dumps(["content-v2", files, int(row.onset), int(row.apex), int(row.offset)], default=str)
         hashes.append(hashlib.sha256(payload.encode()).hexdigest()[:24])
     return hashes
 
@@ -126,7 +131,7 @@ def index_raw_dataset(
             f"no sample of dataset {dataset!r} survived ingest ({len(exclusions)} excluded; most common reasons "
             f"{reasons}); see sample_exclusions and docs/datasets.md"
         )
-    index = index.assign(content_hash=content_hashes(index, frame_sizes(raw_dataset)))
+    index = index.assign(content_hash=content_hashes(index, frame_fingerprints(raw_dataset)))
     return index, exclusions
 
 

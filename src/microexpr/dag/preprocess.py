@@ -7,7 +7,7 @@ version, so an unchanged rerun computes nothing and a changed parameter recomput
 
 A face feature (``recipes.FACE_RECIPES``) cuts faces either with the dlib warp (``alignment: dlib``, the default)
 or from the dataset's own crops (``alignment: dataset_crops``): then ``locate_provided_crops`` lists the crop files
-from the raw folder and a clip's key hashes the paths and sizes of the crops it reads instead of its alignment.
+from the raw folder and a clip's key hashes the paths and contents of the crops it reads instead of its alignment.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def dlib_job(feature: str, sample: dict[str, Any], status: pd.DataFrame, blob_di
 
 def crop_job(feature: str, sample: dict[str, Any], crops: ProvidedCrops, cfg: dict[str, Any]
              ) -> FeatureJob | CropProblem:
-    """A clip's job on the provided crops, keyed by the paths and sizes of the crops it reads; an exclusion job
+    """A clip's job on the provided crops, keyed by the paths and contents of the crops it reads; an exclusion job
     naming the missing file when a needed crop is missing and ``crop_missing: exclude``; otherwise the problem,
     for the caller to fall back to dlib or stop."""
     found = resolve_crops(crops, sample, recipes.needed_frames(feature, sample, cfg), cfg["crops_dir"])

@@ -10,6 +10,7 @@ exclusion, with the policies below (``options``; defaults in ``DEFAULT_OPTIONS``
         "missing_apex_by_dataset": {"smic_hs": "midpoint", "smic_vis": "midpoint", "smic_nir": "midpoint"},
         "missing_frames": "record",      # or "exclude": frames missing inside onset..offset
         "on_corrupt_frame": "exclude",   # or "error": raise, naming the sample and the file
+        "min_frames": 2,                 # fewer frames in onset..offset -> too_short (no motion to measure)
         "exclude_subjects": {},          # {"casme2/sub18": "why"}: every sample of the subject -> subject_excluded
         "warn_label_excluded_fraction": 0.25,  # WARNING when the label set excludes more of the labelled samples
     }
@@ -24,13 +25,16 @@ then a subject listed in ``exclude_subjects`` is ``subject_excluded``. Then, in 
 names the exclusion): clip folder found and inside the root; onset and offset present with onset <= offset; label
 under the chosen label set; apex present (or the missing-apex policy) and inside onset..offset; frames in
 onset..offset present, unique and intact (corrupt -> ``corrupt_frame``, missing -> ``missing_frames`` policy; a
-missing onset or annotated apex frame always excludes). Parsers' own exclusions are passed through unchanged.
+missing onset or annotated apex frame always excludes); at least ``min_frames`` frames (else ``too_short``); every
+frame of the clip the same size and the same colour/greyscale kind, by the image headers (else
+``mixed_frame_geometry``, naming the odd frame). Parsers' own exclusions are passed through unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -93,6 +97,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "missing_apex_by_dataset": {"smic_hs": "midpoint", "smic_vis": "midpoint", "smic_nir": "midpoint"},
     "missing_frames": "record",
     "on_corrupt_frame": "exclude",
+    # a clip with fewer frames in onset..offset is excluded (too_short): no feature can measure motion in it
+    "min_frames": 2,
     # fold subject ("casme2/sub18") -> why; e.g. the MMNet 3-class reference never uses CASME II sub18
     "exclude_subjects": {},
     # a WARNING lists the reasons when the label set excludes more than this fraction of the samples it labels
@@ -121,6 +127,8 @@ BUILDER_REASON_CODES: tuple[str, ...] = (
     "missing_frames",
     "onset_frame_missing",
     "apex_frame_missing",
+    "too_short",
+    "mixed_frame_geometry",
     "duplicate",
     "subject_excluded",
 )
@@ -172,6 +180,9 @@ def resolve_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"not {policy!r}"
             )
     resolved["exclude_subjects"] = _check_excluded_subjects(resolved["exclude_subjects"])
+    min_frames = resolved["min_frames"]
+    if isinstance(min_frames, bool) or not isinstance(min_frames, int) or min_frames < 1:
+        raise ValueError(f"ingest option min_frames must be an integer >= 1, not {min_frames!r}")
     fraction = resolved["warn_label_excluded_fraction"]
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
         raise ValueError(
@@ -345,6 +356,25 @@ def _warn_unused_subject_exclusions(
             )
 
 
+def _describe_shape(shape: tuple[int, int, int]) -> str:
+    height, width, channels = shape
+    return f"{width}x{height} {'greyscale' if channels == 1 else 'colour'}"
+
+
+def odd_frame(frames: Sequence[tuple[int, Any]]) -> str | None:
+    """None when every frame with a known header shape shares the first one's size and channels; else the path
+    of the first frame that differs and how (for the ``mixed_frame_geometry`` reason)."""
+    known = [f for _, f in frames if getattr(f, "shape", None) is not None]
+    if not known:
+        return None
+    first = known[0]
+    for f in known[1:]:
+        if tuple(f.shape) != tuple(first.shape):
+            return (f"{f.relpath} is {_describe_shape(f.shape)} but {posixpath.basename(first.relpath)} is "
+                    f"{_describe_shape(first.shape)}: frames of a clip must share size and channels")
+    return None
+
+
 def _apply_policies(
     item: CorrectedCandidate,
     root: str,
@@ -434,6 +464,12 @@ def _apply_policies(
             return _exclusion(c, "onset_frame_missing", f"the onset frame {c.onset} is not in {c.clip_dir}")
         if apex in missing:
             return _exclusion(c, "apex_frame_missing", f"the apex frame {apex} is not in {c.clip_dir}")
+    if len(in_range) < opts["min_frames"]:
+        return _exclusion(c, "too_short", f"{len(in_range)} frame(s) in onset..offset {c.onset}..{c.offset}, fewer "
+                          f"than min_frames={opts['min_frames']}: no motion to measure")
+    odd = odd_frame(in_range)
+    if odd is not None:
+        return _exclusion(c, "mixed_frame_geometry", f"{root}/{odd}")
 
     parsed = parse_au_string(c.au_raw)
     return {

@@ -26,11 +26,16 @@ class FrameFile:
 
     ``relpath`` is POSIX and relative to the snapshot root. ``problem`` is None when the cheap integrity
     check passed, otherwise a human-readable reason ("empty file", "truncated JPEG: no end-of-image marker").
+    ``digest`` is a BLAKE2b hash of the file's bytes (content keys hash it, so a replaced frame of the same size
+    is seen); ``shape`` is (height, width, channels) from the image header, channels 1 for greyscale and 3 for
+    colour (None when the header cannot be read or the listing did not read the files).
     """
 
     relpath: str
     size: int
     problem: str | None = None
+    digest: str | None = None
+    shape: tuple[int, int, int] | None = None
 
     @property
     def name(self) -> str:

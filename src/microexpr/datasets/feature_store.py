@@ -6,6 +6,10 @@ on). ``FeatureStore.save`` runs only the jobs whose key has no blob yet (in a pr
 so an unchanged second run recomputes nothing and a changed parameter recomputes exactly what depends on it.
 Each save writes a versioned manifest (sample -> key, status, reason); ``load`` returns a :class:`FeatureTable`
 with lazy per-clip loaders, the same pattern as Kedro's PartitionedDataset.
+
+What is reused is verified first: a blob is reused only if its zip structure and every member's CRC check out
+(truncation, a flipped bit), an exclusion record only if it parses; a bad entry is recomputed with a warning naming
+the file and the sample. Files are written atomically and with the permissions the umask allows (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -91,7 +97,11 @@ class FeatureTable:
         if row.empty or row["status"].iloc[0] != "ok":
             reason = "" if row.empty else f": {row['reason'].iloc[0]}"
             raise KeyError(f"feature {self.feature!r} is not available for sample {sample_id!r}{reason}")
-        return read_blob(Path(self.blob_dir), str(row["key"].iloc[0]))
+        try:
+            return read_blob(Path(self.blob_dir), str(row["key"].iloc[0]))
+        except DatasetError as exc:
+            raise DatasetError(f"feature {self.feature!r} of sample {sample_id!r}: {exc}; rerun the preprocess "
+                               "stage to recompute it (docs/reliability.md)") from exc
 
     def items(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
         for sample_id in self.ok_ids():
@@ -106,22 +116,61 @@ def exclusion_path(blob_dir: Path, key: str) -> Path:
     return blob_dir / key[:2] / f"{key}.excluded.json"
 
 
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def read_blob(blob_dir: Path, key: str) -> dict[str, np.ndarray]:
+    """A blob's arrays (never unpickles); a damaged blob raises DatasetError naming the file."""
     path = blob_path(blob_dir, key)
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read feature blob {path}: {exc}") from exc
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"cannot read feature blob {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def blob_problem(path: Path) -> str | None:
+    """None when a stored blob is whole (zip structure and every member's CRC), else what is wrong.
+
+    Reads the file once; much cheaper than recomputing the feature, and it catches truncation and flipped bits.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                return f"member {bad} fails its CRC check"
+            if not archive.namelist():
+                return "empty archive"
+    except _READ_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux, so no other thread sees a changed umask meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
-    """Write to a temporary file in the same folder, then rename: a killed run never leaves half a blob."""
+    """Write to a temporary file in the same folder, then rename: a killed run never leaves half a blob.
+
+    The file gets the permissions a plain ``open`` would give (0666 less the umask), not mkstemp's owner-only
+    0600, so users sharing a data folder can read each other's features and results.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -187,15 +236,27 @@ class FeatureStore(AbstractVersionedDataset[FeatureJobs, FeatureTable]):
         manifest = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
         manifest.attrs["feature"] = data.feature
         path = Path(get_filepath_str(self._get_save_path(), "file"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        manifest.to_parquet(path, index=False)
+        write_atomically(path, lambda handle: manifest.to_parquet(handle, index=False))
 
     def _cached(self, job: FeatureJob) -> dict[str, Any] | None:
-        if blob_path(self._blob_dir, job.key).exists():
-            return {"status": "ok", "reason": None}
+        """The stored outcome of a job if it is there and sound; a damaged entry is removed (and so recomputed)."""
+        blob = blob_path(self._blob_dir, job.key)
+        if blob.exists():
+            problem = blob_problem(blob)
+            if problem is None:
+                return {"status": "ok", "reason": None}
+            logger.warning("Feature blob %s of sample %s is damaged (%s): recomputing it", blob, job.sample_id,
+                           problem)
+            blob.unlink(missing_ok=True)
+            return None
         excluded = exclusion_path(self._blob_dir, job.key)
         if excluded.exists():
-            return {"status": "excluded", "reason": json.loads(excluded.read_text())["reason"]}
+            try:
+                return {"status": "excluded", "reason": str(json.loads(excluded.read_text())["reason"])}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("Exclusion record %s of sample %s is damaged (%s): recomputing it", excluded,
+                               job.sample_id, exc)
+                excluded.unlink(missing_ok=True)
         return None
 
     def _store(self, key: str, arrays: dict[str, np.ndarray] | None, reason: str | None) -> None:

@@ -5,10 +5,10 @@ MMNet reference code trains on those, resized, instead of a dlib warp. A feature
 dataset_crops`` (docs/preprocessing.md) reads them through two steps:
 
 * :func:`locate_provided_crops` (a node): for every index row, the crop files of its clip in each crop folder
-  the dataset's layout knows (paths and sizes as the I/O layer listed them, with its integrity verdict), or why
+  the dataset's layout knows (paths, sizes and content digests as the I/O layer listed them, with its integrity verdict), or why
   the dataset offers none;
 * :func:`resolve_crops` (called by the planner): the files of the frames one feature needs, with a fingerprint
-  (paths and sizes, like ingest's ``content_hash``) for the cache key, or the reason they cannot be used: a
+  (paths and content digests, like ingest's ``content_hash``) for the cache key, or the reason they cannot be used: a
   *dataset* problem (no crops at all) or a *clip* problem (a needed crop file missing or damaged).
 
 Layouts are dataset quirks and live in the dataset's parser module (``data/sources/casme2.py``); this module only
@@ -83,7 +83,7 @@ class CropFiles:
 
     root: str
     paths: dict[int, str]
-    fingerprint: tuple[tuple[str, int], ...]
+    fingerprint: tuple[tuple[str, int | str], ...]  # (relpath, content digest; the size if none was read)
 
 
 @dataclass(frozen=True)
@@ -199,5 +199,6 @@ def resolve_crops(
     return CropFiles(
         root=info.root,
         paths={n: clip.files[n].relpath for n in ordered},
-        fingerprint=tuple((clip.files[n].relpath, int(clip.files[n].size)) for n in ordered),
+        fingerprint=tuple((clip.files[n].relpath, clip.files[n].digest or int(clip.files[n].size))
+                          for n in ordered),
     )

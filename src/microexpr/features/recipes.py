@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from microexpr.datasets.feature_store import FeatureExclusion, read_blob
-from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey
+from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey, transform_points
 from microexpr.vision.flow import compute_flow, optical_strain, samer_composite, samer_on_off_apex
 from microexpr.vision.interpolate import tim_interpolate, uniform_resample
 from microexpr.vision.magnify import get_magnifier
@@ -100,21 +100,26 @@ def face_alignment(sample: dict[str, Any], params: dict[str, Any], alignment: No
     return {"onset_landmarks": landmarks.astype(np.float32), "image_hw": np.array(image.shape[:2], dtype=np.int32)}
 
 
-def _warp(frames: list[np.ndarray], alignment: dict[str, np.ndarray], size: int, grey: bool,
-          box_enlarge: float) -> np.ndarray:
-    """Warp frames with the clip's onset transform (frame 0 of the list stands for the onset here)."""
+def _warp_one(frame: np.ndarray, onset_landmarks: np.ndarray, size: int, grey: bool, box_enlarge: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """One frame warped with the clip's onset transform: (face, the transform)."""
     aligned = align_frames(
-        frames, {0: alignment["onset_landmarks"]}, {"out": (size, grey)}, mode="onset", onset_index=0,
-        box_enlarge=box_enlarge,
+        [frame], {0: onset_landmarks}, {"out": (size, grey)}, mode="onset", onset_index=0, box_enlarge=box_enlarge,
     )
-    return aligned.frames["out"]
+    return aligned.frames["out"][0], aligned.transforms["out"][0]
 
 
 def dlib_faces(sample: dict[str, Any], alignment: dict[str, np.ndarray], box_enlarge: float) -> FaceSource:
-    """Faces cut by the dlib warp: every frame warped with the one transform of the clip's onset landmarks."""
+    """Faces cut by the dlib warp: every frame warped with the one transform of the clip's onset landmarks.
+
+    Frames are decoded and warped one at a time, so a clip of large frames (4000x3000) holds one full-size frame
+    in memory, not the whole clip (docs/reliability.md, memory)."""
     def cut(numbers: Sequence[int], size: int, grey: bool) -> np.ndarray:
-        frames = [read_frame(sample, position_of(sample, n)) for n in numbers]
-        return _warp(frames, alignment, size, grey, box_enlarge)
+        return np.stack([
+            _warp_one(read_frame(sample, position_of(sample, n)), alignment["onset_landmarks"], size, grey,
+                      box_enlarge)[0]
+            for n in numbers
+        ])
     return cut
 
 
@@ -156,8 +161,18 @@ def key_frame_windows(sample: dict[str, Any], params: dict[str, Any]) -> tuple[l
     return on_numbers, ap_numbers
 
 
+def require_motion(sample: dict[str, Any], feature: str) -> None:
+    """A feature measuring onset -> apex motion needs two distinct frames: else an exclusion, never a zero."""
+    if sample["onset"] == sample["apex"]:
+        raise FeatureExclusion(
+            f"sample {sample['sample_id']}: onset and apex are the same frame ({sample['onset']}); {feature} "
+            "needs motion between two frames"
+        )
+
+
 def key_frames(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
     """RGB faces of the frames around the onset and the apex (the frame-jitter windows of MMNet-style training)."""
+    require_motion(sample, "key_frames")
     onset, apex = sample["onset"], sample["apex"]
     on_numbers, ap_numbers = key_frame_windows(sample, params)
     numbers = sorted(set(on_numbers) | set(ap_numbers) | {onset})
@@ -172,6 +187,7 @@ def key_frames(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource
 
 def flow_onset_apex(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
     """TV-L1 (or Farneback) flow onset -> apex on the grey face, with optical strain."""
+    require_motion(sample, "flow_onset_apex")
     onset_img, apex_img = faces([sample["onset"], sample["apex"]], int(params["size"]), True)
     flow = compute_flow(onset_img, apex_img, params["method"], **dict(params.get("flow_params") or {}))
     return {"flow": np.dstack([flow, optical_strain(flow)]).astype(np.float16)}
@@ -179,6 +195,7 @@ def flow_onset_apex(sample: dict[str, Any], params: dict[str, Any], faces: FaceS
 
 def samer_inputs(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
     """SAMER's composite: grey magnified apex, On-A and Off-A flow-magnitude maps (onset/offset -> target)."""
+    require_motion(sample, "samer_inputs")
     onset_img, apex_img, offset_img = faces([sample["onset"], sample["apex"], sample["offset"]],
                                             int(params["size"]), False)
     magnify = get_magnifier(params["magnifier"], **dict(params.get("magnifier_params") or {}))
@@ -205,23 +222,26 @@ def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[st
         raise FeatureExclusion(
             f"sample {sample['sample_id']}: {n} frames, fewer than MOL's clip length {clip_length}"
         )
-    frames = [read_frame(sample, i) for i in range(n)]
     onset_pos = position_of(sample, sample["onset"])
+    onset_landmarks = alignment["onset_landmarks"]
     detector = detector_from(params)
-    found = {i: detector(frames[i]) for i in range(n)}
-    found[onset_pos] = alignment["onset_landmarks"]
-    aligned = align_frames(frames, found, {"out": (int(params["size"]), True)}, mode="onset", onset_index=onset_pos,
-                           box_enlarge=float(params["box_enlarge"]))
-    grey = aligned.frames["out"]
+    faces, landmarks, fallback = [], [], np.zeros(n, dtype=bool)
+    for i in range(n):  # one full-size frame in memory at a time: detect, then warp with the onset transform
+        frame = read_frame(sample, i)
+        found = onset_landmarks if i == onset_pos else detector(frame)
+        face, matrix = _warp_one(frame, onset_landmarks, int(params["size"]), True, float(params["box_enlarge"]))
+        del frame
+        fallback[i] = found is None
+        faces.append(face)
+        landmarks.append(transform_points(np.asarray(onset_landmarks if found is None else found, np.float64), matrix))
+    grey = np.stack(faces)
     pairs = interval_pairs(n, clip_length)
     flows = np.stack([
         compute_flow(grey[a], grey[b], "tvl1", **dict(params.get("flow_params") or {})) for a, b in pairs
     ]).astype(np.float16)
-    fallback = np.zeros(n, dtype=bool)
-    fallback[list(aligned.fallback_frames)] = True
     return {
         "frames": grey,
-        "landmarks": aligned.landmarks["out"],
+        "landmarks": np.stack(landmarks).astype(np.float32),
         "fallback": fallback,
         "flow_pairs": np.array(pairs, dtype=np.int16).reshape(-1, 2),
         "flows": flows,
@@ -230,6 +250,11 @@ def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[st
 
 def attr_clips(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
     """RGB face clip temporally interpolated to N frames (TIM or uniform) and Farneback flow between them."""
+    if len(sample["frame_numbers"]) < 2:
+        raise FeatureExclusion(
+            f"sample {sample['sample_id']}: {len(sample['frame_numbers'])} frame(s); attr_clips interpolates "
+            "between at least two"
+        )
     clip = faces(list(sample["frame_numbers"]), int(params["size"]), False)
     interpolate = tim_interpolate if params["interpolation"] == "tim" else uniform_resample
     rgb = interpolate(clip, int(params["n_frames"]))

@@ -44,7 +44,7 @@ COMMON_FIELDS: dict[str, tuple[str, ...]] = {
     "objective_class": ("objectiveclass", "objectiveclasses"),
 }
 REQUIRED_FIELDS: tuple[str, ...] = ("subject", "filename", "onset", "offset")
-HEADER_SEARCH_ROWS = 60
+HEADER_SEARCH_ROWS: int | None = None  # None: every row (a preamble of any length; the header must name all fields)
 
 
 def is_blank(cell: object) -> bool:
@@ -121,14 +121,14 @@ def find_header(
     table: pd.DataFrame,
     fields: Mapping[str, tuple[str, ...]] = COMMON_FIELDS,
     required: tuple[str, ...] = REQUIRED_FIELDS,
-    max_rows: int = HEADER_SEARCH_ROWS,
+    max_rows: int | None = HEADER_SEARCH_ROWS,
 ) -> HeaderMatch | None:
-    """First row (of the first ``max_rows``) naming every required field; blank/unnamed columns are skipped.
+    """First row (of the first ``max_rows``; None: of all rows) naming every required field; blank/unnamed columns are skipped.
 
     Detecting the header instead of trusting a row number is what lets one reader handle SAMM's 13-row and
     1-row preambles and CASME II's versions with or without the two unnamed columns.
     """
-    for i in range(min(len(table), max_rows)):
+    for i in range(len(table) if max_rows is None else min(len(table), max_rows)):
         names = [normalise_header(c) for c in table.iloc[i].tolist()]
         columns: dict[str, int] = {}
         for name_field, aliases in fields.items():
@@ -188,7 +188,7 @@ def select_annotation(
         name = matches[0]
         if usable.get(name) is None:
             raise RawDataError(
-                f"{snapshot.dataset}: no header row with columns {wanted} in the first {HEADER_SEARCH_ROWS} rows "
+                f"{snapshot.dataset}: no header row with columns {wanted} in any row "
                 f"of {snapshot.root}/{name}"
             )
         logger.info(
