@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from microexpr.datasets.feature_store import FeatureExclusion, read_blob
-from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey
+from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey, track_landmarks
 from microexpr.vision.flow import compute_flow, optical_strain, samer_composite, samer_on_off_apex
 from microexpr.vision.interpolate import tim_interpolate, uniform_resample
 from microexpr.vision.magnify import get_magnifier
@@ -197,8 +197,23 @@ def interval_pairs(n_frames: int, clip_length: int) -> list[tuple[int, int]]:
     return [(i * interval + j, (i + 1) * interval + j) for j in range(interval) for i in range(clip_length - 1)]
 
 
+def frame_landmarks(frames: list[np.ndarray], onset_pos: int, params: dict[str, Any]) -> dict[int, np.ndarray | None]:
+    """Every frame's 68 landmarks: ``landmarks: track`` (default) detects the face on the onset frame only and
+    tracks it (``track_landmarks``); ``detect`` runs the HOG detector on every frame (about 10x slower)."""
+    detector = detector_from(params)
+    mode = params.get("landmarks", "track")
+    if mode == "track":
+        return track_landmarks(detector, frames, onset_pos)
+    if mode == "detect":
+        return {i: detector(frame) for i, frame in enumerate(frames)}
+    raise ValueError(f"preprocess.mol_clips.landmarks must be 'track' or 'detect', got {mode!r}")
+
+
 def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Grey aligned clip (MOL: 144 px), per-frame landmarks in aligned coordinates, TV-L1 targets of sampled pairs."""
+    """Grey aligned clip (MOL: 144 px), per-frame landmarks in aligned coordinates, TV-L1 targets of sampled pairs.
+
+    ``warp``: onset (every frame warped by the onset's transform, so TV-L1 sees no alignment jitter) | per_frame
+    (each frame by its own landmarks, the MOL code); ``fit``: template | eye_box (the MOL code's rule)."""
     n = len(sample["frame_paths"])
     clip_length = int(params["clip_length"])
     if n < clip_length:
@@ -207,11 +222,11 @@ def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[st
         )
     frames = [read_frame(sample, i) for i in range(n)]
     onset_pos = position_of(sample, sample["onset"])
-    detector = detector_from(params)
-    found = {i: detector(frames[i]) for i in range(n)}
+    found = frame_landmarks(frames, onset_pos, params)
     found[onset_pos] = alignment["onset_landmarks"]
-    aligned = align_frames(frames, found, {"out": (int(params["size"]), True)}, mode="onset", onset_index=onset_pos,
-                           box_enlarge=float(params["box_enlarge"]))
+    aligned = align_frames(frames, found, {"out": (int(params["size"]), True)}, mode=params.get("warp", "onset"),
+                           onset_index=onset_pos, box_enlarge=float(params["box_enlarge"]),
+                           fit=params.get("fit", "template"))
     grey = aligned.frames["out"]
     pairs = interval_pairs(n, clip_length)
     flows = np.stack([
