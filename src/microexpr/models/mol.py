@@ -407,9 +407,9 @@ class MOLTask(Task):
     # ----------------------------------------------------------------------------------- test-side extras
     def _aux_predictions(self, model: nn.Module, inputs: PredictInputs, items: list[tuple[int, int]],
                          runtime: Runtime) -> dict[str, torch.Tensor]:
-        with runtime.autocast():
+        with torch.no_grad(), runtime.autocast():
             outputs = self.forward(model, {"video": self._test_videos(inputs, items, runtime)}, training=False)
-        return {k: outputs[k].float() for k in ("flow", "landmarks") if outputs.get(k) is not None}
+        return {k: outputs[k].detach().float() for k in ("flow", "landmarks") if outputs.get(k) is not None}
 
     def auxiliary_metrics(self, model: nn.Module, inputs: PredictInputs, targets: Mapping[str, np.ndarray],
                           rows: np.ndarray, runtime: Runtime, batch_size: int) -> dict[str, np.ndarray]:
@@ -532,7 +532,8 @@ class MOL(nn.Module):
 
     @classmethod
     def example_config(cls, size: int) -> dict[str, int]:
-        return {"image_size": size}
+        """The task's example clips at ``size``, with a FlowNet an eighth as wide (keeps the contract tests light)."""
+        return {"image_size": size, "flownet_width": 8}
 
     def __init__(self, num_classes: int, *, image_size: int = 128, clip_length: int = 8, flow_head: bool = True,
                  landmark_head: bool = True, fcc: str = "fcc", ccc: bool = True, f5c_blocks: int = 1,

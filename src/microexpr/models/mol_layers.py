@@ -193,6 +193,7 @@ class FlowNetC(nn.Module):
         super().__init__()
         w = width
         self.max_displacement, self.stride = max_displacement, stride
+        self.correlate = correlation  # (f1, f2, max_displacement, stride) -> (B, D², H, W); benchmarks swap in a loop
         displacements = (2 * max_displacement // stride + 1) ** 2
         self.conv1, self.conv2, self.conv3 = _conv(1, w, 6, 2), _conv(w, 2 * w, 4, 2), _conv(2 * w, 4 * w, 2, 2)
         self.conv_redir = _conv(4 * w, w // 2, 1)
@@ -226,7 +227,7 @@ class FlowNetC(nn.Module):
         """``first``/``second`` (B, 1, H, W) frames, ``features`` (B, F, H/8, W/8); ``encoded``: their encoder outputs
         when already computed (each frame of a clip is encoded once)."""
         enc_a, enc_b = encoded if encoded is not None else (self.encode(first), self.encode(second))
-        corr = F.leaky_relu(correlation(enc_a[2], enc_b[2], self.max_displacement, self.stride), 0.1)
+        corr = F.leaky_relu(self.correlate(enc_a[2], enc_b[2], self.max_displacement, self.stride), 0.1)
         out3 = self.conv3_1(torch.cat([self.conv_redir(enc_a[2]), corr, features], dim=1))
         out4 = self.conv4_1(self.conv4(out3))
         out5 = self.conv5_1(self.conv5(out4))

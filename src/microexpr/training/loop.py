@@ -414,7 +414,7 @@ def predict_proba(
                 probs[owners] = scores
             else:
                 np.add.at(probs, owners, scores)
-            counts[owners] += 1
+            np.add.at(counts, owners, 1)  # an owner may repeat within a batch (several sub-clips)
     model.train(was_training)
     if (counts == 0).any():
         raise ValueError(f"{task.name}: predict_batches gave no item for samples {inputs.sample_id[rows[counts == 0]][:5]}")
