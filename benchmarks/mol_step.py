@@ -77,6 +77,25 @@ def check_equal(ours: Callable[[], torch.Tensor], loop: Callable[[], torch.Tenso
     return worst
 
 
+CODE = {"ccc_axis": "positions", "ccc_double_difference": True, "ccc_project": False, "fcc_fuse": False}
+
+
+def print_counts() -> None:
+    """Parameters (total, MER path) and FLOPs (FlopCounterMode, eval, batch 1, 8×128²) of the docs' configs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mer_only = {"flow_head": False, "landmark_head": False}
+    for name, cfg in [("code settings", CODE), ("paper default", {}), ("code settings, MER only", {**CODE, **mer_only}),
+                      ("paper default, MER only", mer_only)]:
+        model = build_model("mol", 5, **cfg).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.rand(1, 1, 8, 128, 128))
+        total = sum(p.numel() for p in model.parameters())
+        mer = sum(p.numel() for m in ("conv_stack", "f5c_first", "f5c_second", "mer_head")
+                  for p in getattr(model, m).parameters())
+        print(f"{name}: params {total:,}, MER path {mer:,}, {counter.get_total_flops() / 1e9:.2f} GFLOPs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8, help="pairs (CCC) / frame pairs (correlation)")
@@ -84,7 +103,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--counts-only", action="store_true", help="print parameter and FLOP counts and stop")
     args = parser.parse_args()
+    if args.counts_only:
+        print_counts()
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -107,8 +130,7 @@ def main() -> None:
     print(f"correlation fwd+bwd (B={args.batch}, 256 ch, 16x16, 441 displacements): ours {t_ours * 1e3:.1f} ms, "
           f"loop {t_loop * 1e3:.1f} ms, ratio {t_loop / t_ours:.1f}x (max diff {diff:.1e})")
 
-    code = {"ccc_axis": "positions", "ccc_double_difference": True, "ccc_project": False, "fcc_fuse": False}
-    model = build_model("mol", 5, **code).to(device)
+    model = build_model("mol", 5, **CODE).to(device)
     twin = reference_style(model)
     task = build_task("mol")
     n = args.step_batch
