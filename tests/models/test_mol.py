@@ -74,7 +74,7 @@ def test_flops_match_the_reference_code() -> None:
     assert 0.85 * TOTAL_GFLOPS < counter.get_total_flops() / 1e9 < TOTAL_GFLOPS
 
 
-@pytest.mark.parametrize("axis,double", [("positions", True), ("positions", False), ("channels", False)])
+@pytest.mark.parametrize("axis,double", [("positions", True), ("positions", False), ("channels", False), ("channels", True)])
 def test_vectorised_ccc_equals_the_loop_reference_forward_and_backward(axis: str, double: bool) -> None:
     torch.manual_seed(0)
     module = CCC(positions=16, channels=12, k=4, axis=axis, double_difference=double)

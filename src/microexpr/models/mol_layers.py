@@ -132,6 +132,14 @@ class CCC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         flat = x.reshape(batch, channels, height * width)
+        if self.axis == "channels":  # W2·(x_j − x_i) = (W2·x)_j − W2·x_i: project every channel once, then gather
+            index = knn_indices(flat, self.k)
+            projected = F.linear(flat, self.w_edge.weight)
+            centre = self.w_self(flat) + self.w_edge.bias - (2 if self.double_difference else 1) * projected
+            gathered = torch.gather(projected[:, None].expand(-1, channels, -1, -1), 2,
+                                    index[..., None].expand(-1, -1, -1, height * width))
+            out = F.relu(centre[:, :, None] + gathered).amax(dim=2).view(batch, channels, height, width)
+            return self.project(out) if self.project is not None else out
         neighbours = self.neighbour_maps(flat)
         centre = flat[:, :, None]
         difference = neighbours - (2 * centre if self.double_difference else centre)
