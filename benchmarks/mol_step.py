@@ -2,8 +2,9 @@
 
 1. CCC (paper 003's channel correlation, the code's ``edge_feature``): ours (``microexpr.models.mol_layers.CCC``,
    one batched gather and two matmuls) vs ``tests.models.mol_loops.ccc_loop`` (a Python loop over the 128 channels
-   × 4 neighbours, as the code), forward + backward on the code's shapes (B pairs × 128 channels × 16²), the code's
-   position graph with its double difference. Outputs and input gradients are checked equal (1e-5).
+   × 4 neighbours, as the code), forward + backward on the code's shapes (B pairs × 128 channels × 16²), on the
+   code's position graph with its double difference and on the paper's channel graph. Outputs and input gradients
+   are checked equal (1e-5).
 2. Correlation (FlowNetC, max displacement 20, stride 2, 441 channels): ours (one all-pairs product + gather) vs
    ``correlation_loop`` (one shifted product per displacement; the code calls a compiled extension on the CPU,
    which we do not have), forward + backward on (B, 256, 16, 16). Checked equal (1e-5).
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--counts-only", action="store_true", help="print parameter and FLOP counts and stop")
+    parser.add_argument("--skip-step", action="store_true", help="time CCC and the correlation only")
     args = parser.parse_args()
     if args.counts_only:
         print_counts()
@@ -114,13 +116,14 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
 
-    ccc = CCC(256, 128, 4, "positions", double_difference=True).to(device)
-    x = torch.randn(args.batch, 128, 16, 16, device=device, requires_grad=True)
-    ours, loop = forward_backward(ccc, x), forward_backward(lambda t: ccc_loop(ccc, t), x)
-    diff = check_equal(ours, loop, [x])
-    t_ours, t_loop = timed(ours, args.repeats, device), timed(loop, args.repeats, device)
-    print(f"CCC fwd+bwd (B={args.batch}, 128 ch, 16x16): ours {t_ours * 1e3:.1f} ms, loop {t_loop * 1e3:.1f} ms, "
-          f"ratio {t_loop / t_ours:.1f}x (max diff {diff:.1e})")
+    for axis, double in (("positions", True), ("channels", False)):  # the code's graph, the paper's
+        ccc = CCC(256, 128, 4, axis, double_difference=double).to(device)
+        x = torch.randn(args.batch, 128, 16, 16, device=device, requires_grad=True)
+        ours, loop = forward_backward(ccc, x), forward_backward(lambda t, c=ccc: ccc_loop(c, t), x)
+        diff = check_equal(ours, loop, [x])
+        t_ours, t_loop = timed(ours, args.repeats, device), timed(loop, args.repeats, device)
+        print(f"CCC {axis} graph fwd+bwd (B={args.batch}, 128 ch, 16x16): ours {t_ours * 1e3:.1f} ms, loop "
+              f"{t_loop * 1e3:.1f} ms, ratio {t_loop / t_ours:.1f}x (max diff {diff:.1e})")
 
     a = torch.randn(args.batch, 256, 16, 16, device=device, requires_grad=True)
     b = torch.randn(args.batch, 256, 16, 16, device=device, requires_grad=True)
@@ -130,6 +133,8 @@ def main() -> None:
     print(f"correlation fwd+bwd (B={args.batch}, 256 ch, 16x16, 441 displacements): ours {t_ours * 1e3:.1f} ms, "
           f"loop {t_loop * 1e3:.1f} ms, ratio {t_loop / t_ours:.1f}x (max diff {diff:.1e})")
 
+    if args.skip_step:
+        return
     model = build_model("mol", 5, **CODE).to(device)
     twin = reference_style(model)
     task = build_task("mol")

@@ -98,6 +98,14 @@ def knn_indices(nodes: torch.Tensor, k: int) -> torch.Tensor:
     return similarity.topk(k, dim=-1).indices
 
 
+def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, M, D) rows picked by (B, M, k) indices → (B, M, k, D): one flat index_select (its backward is an
+    index_add into (B·M, D), not a scatter into an expanded (B, M, M, D) view)."""
+    batch, rows, dim = x.shape
+    flat = (index + torch.arange(batch, device=x.device).view(-1, 1, 1) * rows).reshape(-1)
+    return x.reshape(batch * rows, dim).index_select(0, flat).view(*index.shape, dim)
+
+
 class CCC(nn.Module):
     """Channel correlation on (B, C, H, W) → (B, C, H, W) (the residual is added by the caller).
 
@@ -122,9 +130,7 @@ class CCC(nn.Module):
         """(B, C, N) → (B, C, k, N): the maps of each node's neighbours (channel graph) or x_c∘n_j (position graph)."""
         batch, channels, positions = x.shape
         if self.axis == "channels":
-            index = knn_indices(x, self.k)  # (B, C, k)
-            return torch.gather(x[:, None].expand(-1, channels, -1, -1), 2,
-                                index[..., None].expand(-1, -1, -1, positions))
+            return _rows(x, knn_indices(x, self.k))
         index = knn_indices(x.transpose(1, 2), self.k)  # (B, N, k) over positions
         flat = index.transpose(1, 2).reshape(batch, 1, self.k * positions).expand(-1, channels, -1)
         return torch.gather(x, 2, flat).view(batch, channels, self.k, positions)
@@ -136,8 +142,7 @@ class CCC(nn.Module):
             index = knn_indices(flat, self.k)
             projected = F.linear(flat, self.w_edge.weight)
             centre = self.w_self(flat) + self.w_edge.bias - (2 if self.double_difference else 1) * projected
-            gathered = torch.gather(projected[:, None].expand(-1, channels, -1, -1), 2,
-                                    index[..., None].expand(-1, -1, -1, height * width))
+            gathered = _rows(projected, index)
             out = F.relu(centre[:, :, None] + gathered).amax(dim=2).view(batch, channels, height, width)
             return self.project(out) if self.project is not None else out
         neighbours = self.neighbour_maps(flat)
