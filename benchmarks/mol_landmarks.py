@@ -13,12 +13,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 import pandas as pd
 
 from microexpr.features import recipes
+
+
+def report(line: str) -> None:
+    """A benchmark reports on stdout."""
+    sys.stdout.write(line + "\n")
 
 
 def main() -> None:
@@ -46,9 +52,9 @@ def main() -> None:
                 errors.append(np.linalg.norm(detected - tracked, axis=1).mean() / distance)
     n = len(samples)
     errors = np.asarray(errors)
-    print(f"{n} clips, {frames_total} frames: detect every frame {seconds['detect'] / n:.2f} s/clip, "
+    report(f"{n} clips, {frames_total} frames: detect every frame {seconds['detect'] / n:.2f} s/clip, "
           f"detect once + track {seconds['track'] / n:.2f} s/clip, speed-up {seconds['detect'] / seconds['track']:.1f}x")
-    print(f"NME of tracked vs per-frame detected landmarks: mean {errors.mean():.4f}, median {np.median(errors):.4f}, "
+    report(f"NME of tracked vs per-frame detected landmarks: mean {errors.mean():.4f}, median {np.median(errors):.4f}, "
           f"max {errors.max():.4f} ({errors.size} frames)")
 
 

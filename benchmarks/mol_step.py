@@ -41,6 +41,11 @@ from tests.models.mol_loops import (  # noqa: E402
 )
 
 
+def report(line: str) -> None:
+    """A benchmark reports on stdout."""
+    sys.stdout.write(line + "\n")
+
+
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Median seconds of ``fn`` over ``repeats`` runs after one warm-up."""
     fn()
@@ -94,7 +99,7 @@ def print_counts() -> None:
         total = sum(p.numel() for p in model.parameters())
         mer = sum(p.numel() for m in ("conv_stack", "f5c_first", "f5c_second", "mer_head")
                   for p in getattr(model, m).parameters())
-        print(f"{name}: params {total:,}, MER path {mer:,}, {counter.get_total_flops() / 1e9:.2f} GFLOPs")
+        report(f"{name}: params {total:,}, MER path {mer:,}, {counter.get_total_flops() / 1e9:.2f} GFLOPs")
 
 
 def main() -> None:
@@ -114,7 +119,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
+    report(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
 
     for axis, double in (("positions", True), ("channels", False)):  # the code's graph, the paper's
         ccc = CCC(256, 128, 4, axis, double_difference=double).to(device)
@@ -122,7 +127,7 @@ def main() -> None:
         ours, loop = forward_backward(ccc, x), forward_backward(lambda t, c=ccc: ccc_loop(c, t), x)
         diff = check_equal(ours, loop, [x])
         t_ours, t_loop = timed(ours, args.repeats, device), timed(loop, args.repeats, device)
-        print(f"CCC {axis} graph fwd+bwd (B={args.batch}, 128 ch, 16x16): ours {t_ours * 1e3:.1f} ms, loop "
+        report(f"CCC {axis} graph fwd+bwd (B={args.batch}, 128 ch, 16x16): ours {t_ours * 1e3:.1f} ms, loop "
               f"{t_loop * 1e3:.1f} ms, ratio {t_loop / t_ours:.1f}x (max diff {diff:.1e})")
 
     a = torch.randn(args.batch, 256, 16, 16, device=device, requires_grad=True)
@@ -130,7 +135,7 @@ def main() -> None:
     ours, loop = forward_backward(correlation, a, b), forward_backward(correlation_loop, a, b)
     diff = check_equal(ours, loop, [a, b])
     t_ours, t_loop = timed(ours, args.repeats, device), timed(loop, args.repeats, device)
-    print(f"correlation fwd+bwd (B={args.batch}, 256 ch, 16x16, 441 displacements): ours {t_ours * 1e3:.1f} ms, "
+    report(f"correlation fwd+bwd (B={args.batch}, 256 ch, 16x16, 441 displacements): ours {t_ours * 1e3:.1f} ms, "
           f"loop {t_loop * 1e3:.1f} ms, ratio {t_loop / t_ours:.1f}x (max diff {diff:.1e})")
 
     if args.skip_step:
@@ -163,7 +168,7 @@ def main() -> None:
     twin.train()
     t_ours = timed(step_ours, args.repeats, device)
     t_ref = timed(step_reference, args.repeats, device)
-    print(f"training step fp32 (B={n} clips of 8x128x128, full model): ours {t_ours:.2f} s, reference-style "
+    report(f"training step fp32 (B={n} clips of 8x128x128, full model): ours {t_ours:.2f} s, reference-style "
           f"{t_ref:.2f} s, ratio {t_ref / t_ours:.1f}x")
 
 

@@ -104,6 +104,14 @@ def test_vectorised_correlation_equals_the_loop_reference_forward_and_backward(s
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_correlation_index_cached_under_inference_mode_serves_training() -> None:
+    with torch.inference_mode():
+        correlation(torch.randn(1, 2, 7, 7), torch.randn(1, 2, 7, 7))
+    first = torch.randn(1, 2, 7, 7, requires_grad=True)
+    correlation(first, torch.randn(1, 2, 7, 7)).sum().backward()
+    assert first.grad is not None
+
+
 def test_batched_forward_equals_the_reference_style_pair_loop_in_eval_mode() -> None:
     torch.manual_seed(0)
     model = build_model("mol", 3, **CODE, **TINY).eval()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from microexpr.features.recipes import interval_pairs
 from microexpr.models import register_model
 from microexpr.models.mol_layers import CCC, FCC, FCC_AXES, FlowNetC
 from microexpr.training.augment import IBUG68_MIRROR
@@ -295,7 +296,7 @@ class MOLTask(Task):
         clip = features["mol_clips"]
         n = int(np.asarray(clip["frames"]).shape[0])
         stored = np.asarray(clip["flow_pairs"]).reshape(-1, 2)
-        expected = np.array([(int(a), int(b)) for a, b in _pairs(n, self.settings.clip_length)]).reshape(-1, 2)
+        expected = np.array(interval_pairs(n, self.settings.clip_length), dtype=np.int64).reshape(-1, 2)
         if stored.shape != expected.shape or not np.array_equal(stored, expected):
             raise ValueError(f"sample {row['sample_id']}: mol_clips flow pairs were made for another clip length "
                              f"than mol.task.clip_length {self.settings.clip_length}")
@@ -416,17 +417,17 @@ class MOLTask(Task):
         """Per test video: flow EPE (pixels) against the TV-L1 targets and landmark NME (inter-ocular), averaged over
         its centre-cropped sub-clips and pairs. Predictions come from the inputs alone; targets only score them."""
         stored = inputs["frames"].shape[-1]
-        offset = (stored - self._crop_size(stored)) // 2
+        size = self._crop_size(stored)
+        offset = (stored - size) // 2
         sums: dict[str, np.ndarray] = {}
         counts = np.zeros(rows.size)
         for owners, items in _subclip_batches(inputs, rows, self.settings.clip_length, batch_size):
             predicted = self._aux_predictions(model, inputs, items, runtime)
             if not predicted:
                 return {}
-            size = self._crop_size(stored)
             for slot, (owner, (row, j)) in enumerate(zip(owners, items, strict=True)):
-                _, flow, points = _target_clip(targets, int(inputs["n_frames"][row]), row, j, offset, size,
-                                               self.settings.clip_length)
+                flow, points = _target_clip(targets, int(inputs["n_frames"][row]), row, j, offset, size,
+                                            self.settings.clip_length)
                 values = {}
                 if "flow" in predicted:
                     values["epe"] = float(endpoint_error(predicted["flow"][slot].cpu(),
@@ -479,18 +480,14 @@ class MOLTask(Task):
         return {"flow_landmarks": figure}
 
 
-def _pairs(n_frames: int, clip_length: int) -> list[tuple[int, int]]:
-    interval = n_frames // clip_length
-    return [(i * interval + j, (i + 1) * interval + j) for j in range(interval) for i in range(clip_length - 1)]
-
-
 def _target_clip(targets: Mapping[str, np.ndarray], n: int, row: int, j: int, offset: int, size: int,
-                 clip_length: int) -> tuple[None, np.ndarray, np.ndarray]:
+                 clip_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flow (P, S, S, 2) and landmark (P, 68, 2) targets of sub-clip ``j``, centre-cropped like the test input."""
     positions = subclip_frames(n, clip_length, j)
     flows = np.asarray(targets["flows"][row, subclip_flow_slots(n, clip_length, j)], dtype=np.float32)
-    points = targets["landmarks"][row, positions[1:]]
-    _, flows, points = crop_clip(np.zeros((1, 1, 1)), flows, points, offset, offset, size)
-    return None, np.ascontiguousarray(flows), np.ascontiguousarray(points, dtype=np.float32)
+    _, flows, points = crop_clip(np.zeros((1, 1, 1)), flows, targets["landmarks"][row, positions[1:]], offset, offset,
+                                 size)
+    return np.ascontiguousarray(flows), np.ascontiguousarray(points, dtype=np.float32)
 
 
 def _subclip_batches(inputs: Mapping[str, np.ndarray], rows: np.ndarray, clip_length: int,

@@ -156,7 +156,14 @@ class CCC(nn.Module):
 @lru_cache(maxsize=32)
 def _displacement_index(height: int, width: int, max_displacement: int, stride: int,
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H·W, D²) flat target positions of every (position, displacement) and their in-bounds mask (D = 2·r/s + 1)."""
+    """(H·W, D²) flat target positions of every (position, displacement) and their in-bounds mask (D = 2·r/s + 1).
+    Built outside inference mode, so a cached index made during prediction can serve training later."""
+    with torch.inference_mode(False):
+        return _build_displacement_index(height, width, max_displacement, stride, device)
+
+
+def _build_displacement_index(height: int, width: int, max_displacement: int, stride: int,
+                              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     steps = torch.arange(-max_displacement, max_displacement + 1, stride, device=device)
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     dy, dx = torch.meshgrid(steps, steps, indexing="ij")
