@@ -287,7 +287,7 @@ class MOLTask(Task):
     targets = ("flows", "landmarks")
     padding = {"frames": 0, "flows": 0, "landmarks": 0}
     settings_class = MOLSettings
-    report_figures = {"flow_landmarks": "Predicted vs target flow and landmarks on test clips"}
+    report_figures = {"flow_landmarks": "Predicted landmarks and flow magnitude on test clips"}
 
     def bundle_settings(self) -> dict[str, Any]:
         return {"clip_length": self.settings.clip_length}
