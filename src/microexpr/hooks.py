@@ -149,8 +149,11 @@ def plain_tags(models: list[str], params: dict[str, Any], label_sets: dict[str, 
 
 
 def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """Accuracy and UF1 of one fold under each selection (scikit-learn; classes absent from the fold ignored)."""
+    """Accuracy and UF1 of one fold under each selection (scikit-learn; classes absent from the fold ignored) and
+    the mean of each auxiliary score (``aux.<name>``, e.g. flow EPE), measured after the last epoch."""
     from sklearn.metrics import accuracy_score, f1_score
+
+    from microexpr.evaluation.metrics import AUX_PREFIX
 
     out: dict[str, float] = {}
     for selection, table in predictions.groupby("selection"):
@@ -158,6 +161,8 @@ def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
             continue
         out[f"{selection}.acc"] = float(accuracy_score(table["y_true"], table["y_pred"]))
         out[f"{selection}.uf1"] = float(f1_score(table["y_true"], table["y_pred"], average="macro", zero_division=0))
+    for column in (c for c in predictions.columns if str(c).startswith(AUX_PREFIX)):
+        out[f"aux.{str(column)[len(AUX_PREFIX):]}"] = float(predictions[column].astype(float).mean())
     return out
 
 

@@ -86,7 +86,7 @@ def test_mol_clips_hold_one_full_size_frame_at_a_time(monkeypatch) -> None:
     monkeypatch.setattr(recipes, "read_frame", _big_frame)
     monkeypatch.setattr(recipes, "detector_from", lambda params: (lambda image: None))
     sample = _sample(list(range(1, 13)), 1, 6, 12)
-    params = {"size": 32, "box_enlarge": 2.5, "clip_length": 4, "flow_params": {"scale": 0.5}}
+    params = {"size": 32, "box_enlarge": 2.5, "clip_length": 4, "flow_params": {"scale": 0.5}, "landmarks": "detect"}
     peak, out = _peak_bytes(lambda: recipes.mol_clips(sample, params, {"onset_landmarks": LANDMARKS}))
     assert peak < 3 * int(np.prod(BIG)), f"peak {peak / 1e6:.1f} MB"
     assert out["frames"].shape == (12, 32, 32) and out["fallback"][1:].all() and not out["fallback"][0]

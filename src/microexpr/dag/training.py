@@ -321,6 +321,10 @@ def render_report(
     run_info.update(metrics.get("tags") or {})
     if metrics.get("leak"):
         run_info["leak"] = metrics["leak"]
+    auxiliary = metrics["selections"][metrics["primary_selection"]].get("auxiliary") or {}
+    if auxiliary:  # a task's auxiliary scores (e.g. flow EPE, landmark NME), pooled over the test samples
+        run_info["auxiliary scores (test samples, last epoch)"] = ", ".join(
+            f"{name} {summary['mean']:.4g}" for name, summary in auxiliary.items())
     warmup = int(((training or {}).get("scheduler") or {}).get("warmup_epochs", 0) or 0)
     if warmup:
         run_info["demo settings (not the paper's)"] = f"learning-rate warm-up over {warmup} epochs"

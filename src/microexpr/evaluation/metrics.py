@@ -48,6 +48,7 @@ SELECTIONS: tuple[str, ...] = ("honest", "oracle_epoch")  # computed in every ru
 # held-out training subjects (microexpr.training.selection).
 OPTIONAL_SELECTIONS: tuple[str, ...] = ("validated_epoch",)
 ALL_SELECTIONS: tuple[str, ...] = SELECTIONS + OPTIONAL_SELECTIONS
+AUX_PREFIX = "aux_"  # prediction-table columns of a task's per-sample auxiliary scores (e.g. aux_epe)
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "sample_id",
     "dataset",
@@ -280,7 +281,22 @@ def compute_metrics(
     metrics["fold_summary"] = fold_summary(per_fold)
     metrics["per_subject"] = per_subject_table(table)
     metrics["epochs"] = sorted(int(e) for e in table["epoch"].unique())
+    metrics["auxiliary"] = auxiliary_metrics(table)
     return metrics
+
+
+def auxiliary_metrics(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Means of the ``aux_<name>`` columns (a task's per-sample auxiliary scores, measured after the last epoch):
+    ``{name: {"mean": pooled over samples, "per_fold": {fold: mean}}}``; empty when the task has none."""
+    out: dict[str, dict[str, Any]] = {}
+    for column in sorted(c for c in table.columns if str(c).startswith(AUX_PREFIX)):
+        values = table[column].astype(float)
+        per_fold = values.groupby(table["fold"].astype(str), sort=False).mean()
+        out[str(column)[len(AUX_PREFIX):]] = {
+            "mean": float(values.mean()),
+            "per_fold": {str(f): float(v) for f, v in sorted(per_fold.items(), key=lambda kv: natural_key(kv[0]))},
+        }
+    return out
 
 
 def _mlflow_key(*parts: str) -> str:
@@ -310,6 +326,8 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
         put_core(dataset, core)
     for key, value in metrics.get("fold_summary", {}).items():
         put("folds", key, value=value)
+    for name, summary in metrics.get("auxiliary", {}).items():
+        put("aux", name, value=summary["mean"])
     return flat
 
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from microexpr.datasets.feature_store import FeatureExclusion, read_blob
-from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey, transform_points
+from microexpr.vision.face import align_frames, get_detector, resize_face, to_grey, track_landmarks
 from microexpr.vision.flow import compute_flow, optical_strain, samer_composite, samer_on_off_apex
 from microexpr.vision.interpolate import tim_interpolate, uniform_resample
 from microexpr.vision.magnify import get_magnifier
@@ -73,6 +73,22 @@ def read_image(sample: dict[str, Any], path: Path) -> np.ndarray:
 def read_frame(sample: dict[str, Any], position: int) -> np.ndarray:
     """Decode one frame (RGB uint8) by its position in the clip's frame list; a clear error if unreadable."""
     return read_image(sample, Path(sample["root"]) / sample["frame_paths"][position])
+
+
+class ClipFrames(Sequence):
+    """A clip's frames decoded on access (RGB uint8), so a recipe that walks them holds one full-size frame at a
+    time; a frame read twice is decoded twice (cheaper than holding a 4000×3000 clip in memory)."""
+
+    def __init__(self, sample: dict[str, Any]) -> None:
+        self.sample = sample
+
+    def __len__(self) -> int:
+        return len(self.sample["frame_paths"])
+
+    def __getitem__(self, position: int) -> np.ndarray:  # type: ignore[override]
+        if not -len(self) <= position < len(self):
+            raise IndexError(position)
+        return read_frame(self.sample, position % len(self))
 
 
 def position_of(sample: dict[str, Any], frame_number: int) -> int:
@@ -214,8 +230,23 @@ def interval_pairs(n_frames: int, clip_length: int) -> list[tuple[int, int]]:
     return [(i * interval + j, (i + 1) * interval + j) for j in range(interval) for i in range(clip_length - 1)]
 
 
+def frame_landmarks(frames: list[np.ndarray], onset_pos: int, params: dict[str, Any]) -> dict[int, np.ndarray | None]:
+    """Every frame's 68 landmarks: ``landmarks: track`` (default) detects the face on the onset frame only and
+    tracks it (``track_landmarks``); ``detect`` runs the HOG detector on every frame (about 10x slower)."""
+    detector = detector_from(params)
+    mode = params.get("landmarks", "track")
+    if mode == "track":
+        return track_landmarks(detector, frames, onset_pos)
+    if mode == "detect":
+        return {i: detector(frame) for i, frame in enumerate(frames)}
+    raise ValueError(f"preprocess.mol_clips.landmarks must be 'track' or 'detect', got {mode!r}")
+
+
 def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Grey aligned clip (MOL: 144 px), per-frame landmarks in aligned coordinates, TV-L1 targets of sampled pairs."""
+    """Grey aligned clip (MOL: 144 px), per-frame landmarks in aligned coordinates, TV-L1 targets of sampled pairs.
+
+    ``warp``: onset (every frame warped by the onset's transform, so TV-L1 sees no alignment jitter) | per_frame
+    (each frame by its own landmarks, the MOL code); ``fit``: template | eye_box (the MOL code's rule)."""
     n = len(sample["frame_paths"])
     clip_length = int(params["clip_length"])
     if n < clip_length:
@@ -223,25 +254,22 @@ def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[st
             f"sample {sample['sample_id']}: {n} frames, fewer than MOL's clip length {clip_length}"
         )
     onset_pos = position_of(sample, sample["onset"])
-    onset_landmarks = alignment["onset_landmarks"]
-    detector = detector_from(params)
-    faces, landmarks, fallback = [], [], np.zeros(n, dtype=bool)
-    for i in range(n):  # one full-size frame in memory at a time: detect, then warp with the onset transform
-        frame = read_frame(sample, i)
-        found = onset_landmarks if i == onset_pos else detector(frame)
-        face, matrix = _warp_one(frame, onset_landmarks, int(params["size"]), True, float(params["box_enlarge"]))
-        del frame
-        fallback[i] = found is None
-        faces.append(face)
-        landmarks.append(transform_points(np.asarray(onset_landmarks if found is None else found, np.float64), matrix))
-    grey = np.stack(faces)
+    frames = ClipFrames(sample)  # decoded on access: one full-size frame in memory at a time (docs/reliability.md)
+    found = frame_landmarks(frames, onset_pos, params)
+    found[onset_pos] = alignment["onset_landmarks"]
+    aligned = align_frames(frames, found, {"out": (int(params["size"]), True)}, mode=params.get("warp", "onset"),
+                           onset_index=onset_pos, box_enlarge=float(params["box_enlarge"]),
+                           fit=params.get("fit", "template"))
+    grey = aligned.frames["out"]
     pairs = interval_pairs(n, clip_length)
     flows = np.stack([
         compute_flow(grey[a], grey[b], "tvl1", **dict(params.get("flow_params") or {})) for a, b in pairs
     ]).astype(np.float16)
+    fallback = np.zeros(n, dtype=bool)
+    fallback[list(aligned.fallback_frames)] = True
     return {
         "frames": grey,
-        "landmarks": np.stack(landmarks).astype(np.float32),
+        "landmarks": aligned.landmarks["out"],
         "fallback": fallback,
         "flow_pairs": np.array(pairs, dtype=np.int16).reshape(-1, 2),
         "flows": flows,

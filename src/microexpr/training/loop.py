@@ -284,6 +284,7 @@ class FoldOutcome:
     channels_last: bool
     wall_seconds: float
     model_state: dict[str, torch.Tensor] | None = None
+    auxiliary: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -413,13 +414,31 @@ def predict_proba(
                 probs[owners] = scores
             else:
                 np.add.at(probs, owners, scores)
-            counts[owners] += 1
+            np.add.at(counts, owners, 1)  # an owner may repeat within a batch (several sub-clips)
     model.train(was_training)
     if (counts == 0).any():
         raise ValueError(f"{task.name}: predict_batches gave no item for samples {inputs.sample_id[rows[counts == 0]][:5]}")
     several = counts > 1
     probs[several] /= counts[several, None]
     return probs
+
+
+def _auxiliary_metrics(model: nn.Module, task: Task, view: PredictInputs, data: TrainData, test: np.ndarray,
+                       runtime: Runtime, batch_size: int) -> dict[str, np.ndarray]:
+    """The task's per-sample auxiliary scores of the test samples after the last epoch, checked one per sample."""
+    if not test.size:
+        return {}
+    model.eval()
+    with torch.inference_mode():
+        scores = task.auxiliary_metrics(model, view, {n: data.arrays[n] for n in task.targets}, test, runtime,
+                                        batch_size)
+    checked = {}
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if values.size != test.size:
+            raise ValueError(f"{task.name}.auxiliary_metrics gave {values.size} values of {name!r} for {test.size} samples")
+        checked[str(name)] = values
+    return checked
 
 
 def _seed_streams(seed: int) -> tuple[Streams, np.random.Generator]:
@@ -577,6 +596,7 @@ def train_fold(
         if progress is not None:
             progress(epoch, cfg.epochs, stats["train_loss"], stats["train_acc"], samples_per_s)
 
+    auxiliary = _auxiliary_metrics(model, task, view, data, test, runtime, eval_batch)
     shown = test[: cfg.report_samples]
     extras = {"sample_ids": data.sample_id[shown]}
     if shown.size:
@@ -602,4 +622,5 @@ def train_fold(
         channels_last=runtime.channels_last,
         wall_seconds=time.perf_counter() - started,
         model_state=state,
+        auxiliary=auxiliary,
     )

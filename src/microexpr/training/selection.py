@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from microexpr.evaluation.metrics import ALL_SELECTIONS, REQUIRED_COLUMNS, SELECTIONS
+from microexpr.evaluation.metrics import ALL_SELECTIONS, AUX_PREFIX, REQUIRED_COLUMNS, SELECTIONS
 from microexpr.training.loop import FoldOutcome, TrainConfig, train_fold
 
 __all__ = ["META_KEYS", "inner_subject_split", "oracle_epoch", "prediction_tables", "validated_epoch"]
@@ -171,4 +171,7 @@ def prediction_tables(
         slot = int(np.flatnonzero(outcome.evaluated_epochs == epoch)[0])
         tables.append(_table(outcome.epoch_probs[slot], rows, classes, fold, selection, epoch))
     table = pd.concat(tables, ignore_index=True)
-    return table[[*REQUIRED_COLUMNS, *(f"score_{c}" for c in classes)]]
+    table = table[[*REQUIRED_COLUMNS, *(f"score_{c}" for c in classes)]]
+    for name, values in sorted(outcome.auxiliary.items()):  # measured after the last epoch, whatever the selection
+        table[f"{AUX_PREFIX}{name}"] = np.tile(np.asarray(values, dtype=np.float64), len(selections))
+    return table

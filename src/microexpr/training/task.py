@@ -284,6 +284,16 @@ class Task:
         ``lr_scale`` (× optimizer.lr) or ``weight_decay``."""
         return [{"name": "all", "params": [p for p in model.parameters() if p.requires_grad]}]
 
+    def auxiliary_metrics(
+        self, model: nn.Module, inputs: PredictInputs, targets: Mapping[str, np.ndarray], rows: np.ndarray,
+        runtime: Runtime, batch_size: int,
+    ) -> dict[str, np.ndarray]:
+        """Per-sample scores of the model's auxiliary outputs on test samples ``rows`` after the last epoch (e.g. flow
+        end-point error, landmark NME): name -> (len(rows),) float. Outputs must come from ``inputs`` only;
+        ``targets`` (the task's ``targets`` arrays, all samples) only score them, so the class predictions never
+        see them. They reach the prediction table as ``aux_<name>`` and the metrics as ``auxiliary`` [none]."""
+        return {}
+
     # ----------------------------------------------------------------------------------------- report
     def report_extras(
         self, model: nn.Module, inputs: PredictInputs, rows: np.ndarray, runtime: Runtime
