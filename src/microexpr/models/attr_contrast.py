@@ -270,7 +270,11 @@ class AttrContrastTask(Task):
     def make_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str]) -> dict[str, Any]:
         """t-SNE (scikit-learn) of the pooled z_m of the shown test clips, coloured by predicted class."""
         embedding = np.asarray(extras.get("z_m", np.zeros((0, 0))), dtype=np.float32)
-        if embedding.ndim != 2 or embedding.shape[0] < 5:
+        if embedding.ndim != 2:
+            return {}
+        finite = np.isfinite(embedding).all(axis=1)  # a diverged fold (NaN) is left out, not plotted
+        embedding, predicted = embedding[finite], np.asarray(extras["predicted"])[finite]
+        if embedding.shape[0] < 5:
             return {}
         import matplotlib.pyplot as plt
         from sklearn.manifold import TSNE
@@ -278,7 +282,6 @@ class AttrContrastTask(Task):
         n = embedding.shape[0]
         points = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3.0), init="pca", random_state=0).fit_transform(
             embedding)
-        predicted = np.asarray(extras["predicted"])
         figure, axis = plt.subplots(figsize=(5, 4.5))
         for label in np.unique(predicted):
             chosen = predicted == label
