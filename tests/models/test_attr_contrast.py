@@ -115,6 +115,8 @@ def test_alpha_weights_the_loss_terms_as_equation_eight() -> None:
         t = losses.terms
         expected = (1 - alpha) * (t["ce_video"] + t["ce_text"]) + alpha * t["contrast"]
         torch.testing.assert_close(losses.total, expected)
+    assert build_task("attr_contrast", {"alpha": 0.3}).run_tags() == {"alpha": "0.3", "text": "sample"}
+    assert build_task("attr_contrast").leak() is None
     with pytest.raises(ValueError, match="alpha"):
         build_task("attr_contrast", {"alpha": 1.5})
     with pytest.raises(ValueError, match="unknown"):

@@ -157,6 +157,13 @@ class AttrContrastTask(Task):
     catalog_inputs = ("text_encoder",)
     report_figures = {"embedding_tsne": "t-SNE of the video embedding z_m of test clips (coloured by prediction)"}
 
+    def run_tags(self) -> dict[str, str]:
+        """α and the text mode (and the false-negative mask when on): every output of the run states them."""
+        tags = {"alpha": f"{self.settings.alpha:g}", "text": self.settings.text}
+        if self.settings.mask_false_negatives:
+            tags["false_negatives"] = "masked"
+        return tags
+
     def bundle_settings(self) -> dict[str, Any]:
         encoder = self.resources.get("text_encoder")
         return {"max_tokens": self.settings.max_tokens, "definite_aus_only": self.settings.definite_aus_only,
