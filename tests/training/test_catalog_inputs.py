@@ -12,6 +12,7 @@ import torch
 import yaml
 from torch import nn
 
+from microexpr.dag.final_model import create_final_model_pipeline
 from microexpr.dag.training import build_model_input, create_training_pipeline
 from microexpr.models import build_task, register_model
 from microexpr.training.loop import train_fold
@@ -68,6 +69,8 @@ def test_catalog_inputs_are_wired_into_the_bundle_and_every_shard_node_unnamespa
     assert shard_nodes and all("toy_scale" in inputs[name] for name in shard_nodes)
     assert "toy_scale" in inputs["build_model_input"]
     assert "toy_scale" in create_training_pipeline("toy_catalog_input_test").inputs()
+    final = create_final_model_pipeline("toy_catalog_input_test")
+    assert "toy_scale" in final.nodes[0].inputs and "toy_scale" in final.inputs()
 
 
 def test_a_task_without_catalog_inputs_gets_no_extra_node_input() -> None:
