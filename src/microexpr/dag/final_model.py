@@ -56,12 +56,16 @@ def train_final_model(
     **preprocess: dict[str, Any],
 ) -> FinalModel:
     """Node: train ``model`` on every sample of its bundle (fixed schedule, seed of fold ``full_data``) and return
-    the weights with their card; a card alone, saying why, when ``enabled`` is false."""
+    the weights with their card; a card alone, saying why, when ``enabled`` is false. Keyword inputs named by the
+    task's ``catalog_inputs`` (e.g. a text encoder) reach the task as resources."""
     if not isinstance(enabled, bool):
         raise ValueError(f"{model}.final_model must be true or false, got {enabled!r}")
-    task = build_task(model, task_params)
+    resource_names = set(task_class(model).catalog_inputs)
+    resources = {name: value for name, value in preprocess.items() if name in resource_names}
+    task = build_task(model, task_params, resources)
     features = card_features(task_class(model).features)
-    params = {name.removeprefix(PREPROCESS_PREFIX): block for name, block in preprocess.items()}
+    params = {name.removeprefix(PREPROCESS_PREFIX): block for name, block in preprocess.items()
+              if name not in resource_names}
     meta = model_input_meta
     card_args = dict(
         model=model, model_config=model_params, task_settings=task_params, training=training, seed=seed,
@@ -105,11 +109,11 @@ def create_final_model_pipeline(model: str) -> Pipeline:
     inputs = {"model_input": "model_input", "model_input_meta": "model_input_meta", "metrics": "metrics",
               "seed": "params:seed", "model_params": "params:model", "task_params": "params:task",
               "training": "params:training", "enabled": "params:final_model", "dataset": "params:dataset",
-              **preprocess}
+              **preprocess, **{name: name for name in task_class(model).catalog_inputs}}
     node = Node(_bind_model(model), inputs, "final_model", name="train_final_model", tags=["train", "gpu", model])
     own = ["seed", "model", "task", "training", "final_model"]
     return Pipeline(
-        [node], namespace=model,
+        [node], namespace=model, inputs=set(task_class(model).catalog_inputs) or None,
         parameters={**{f"params:{name}": f"params:{model}.{name}" for name in own},
                     "params:dataset": "params:dataset", **{v: v for v in preprocess.values()}},
     )

@@ -72,10 +72,16 @@ def _bind(function: Callable, **kwargs: Any) -> Callable:
 # ----------------------------------------------------------------------------------------------------- inputs
 def build_model_input(
     sample_index: pd.DataFrame, label_maps: dict[str, Any], task_params: dict[str, Any] | None, *, model: str,
-    **features: FeatureTable,
+    **inputs: Any,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Node: pack the model's input bundle once for all folds (microexpr.training.inputs, the model's task)."""
-    return build_task_inputs(build_task(model, task_params), sample_index, features, label_maps)
+    """Node: pack the model's input bundle once for all folds (microexpr.training.inputs, the model's task).
+
+    ``inputs``: the features the task names and the catalog entries of its ``catalog_inputs`` (e.g. a tokenizer).
+    """
+    resource_names = set(task_class(model).catalog_inputs)
+    resources = {name: value for name, value in inputs.items() if name in resource_names}
+    features: dict[str, FeatureTable] = {name: value for name, value in inputs.items() if name not in resource_names}
+    return build_task_inputs(build_task(model, task_params, resources), sample_index, features, label_maps)
 
 
 # ----------------------------------------------------------------------------------------------------- shards
@@ -103,12 +109,14 @@ def train_shard(
     task_params: dict[str, Any] | None,
     training: dict[str, Any],
     log_every_epochs: int,
-    *,
+    *resources: Any,
     model: str,
     shard: int,
     shards: int,
 ) -> Iterator[FoldResult | ShardDone]:
     """Node (generator): train and evaluate every fold of one shard, streaming one result per fold.
+
+    ``resources``: the loaded catalog entries of the task's ``catalog_inputs``, in that order (usually none).
 
     A fold whose key is already in ``completed_folds`` (an earlier, interrupted run with the same inputs, seed and
     settings) is not trained again: its stored result is passed on, marked ``reused``. The last chunk is always a
@@ -119,7 +127,7 @@ def train_shard(
     if unknown or not settings.selections:
         raise ValueError(f"{model}.selections must be a non-empty subset of {SELECTIONS}, got {list(settings.selections)}")
     mine = folds_of_shard(folds, shard, shards)
-    task = build_task(model, settings.task)
+    task = build_task(model, settings.task, dict(zip(task_class(model).catalog_inputs, resources, strict=True)))
     classes = [str(c) for c in model_input["classes"]]
     meta_arrays = {k: model_input[k] for k in ("sample_id", "dataset", "subject", "fold_subject", "y")}
     done: dict[str, str] = {}
@@ -340,9 +348,10 @@ def _settings_inputs(prefix: str = "") -> list[str]:
 def shard_pipeline(model: str, shard: int, shards: int) -> Pipeline:
     """``<model>.shard_<k>``: one training node reading the model input and folds, streaming fold results."""
     params = [*_settings_inputs(), "params:log_every_epochs"]
+    resources = list(task_class(model).catalog_inputs)
     node = Node(
         _bind(train_shard, model=model, shard=shard, shards=shards),
-        inputs=["model_input", "model_input_meta", "folds", "completed_folds", *params],
+        inputs=["model_input", "model_input_meta", "folds", "completed_folds", *params, *resources],
         outputs="fold_results",
         name="train_shard",
         tags=["train", "gpu", model],
@@ -350,7 +359,7 @@ def shard_pipeline(model: str, shard: int, shards: int) -> Pipeline:
     return Pipeline(
         [node],
         namespace=f"shard_{shard}",
-        inputs={"model_input", "model_input_meta", "folds"},
+        inputs={"model_input", "model_input_meta", "folds", *resources},
         parameters={name: name for name in params},  # the model's blocks, not shard-prefixed ones
     )
 
@@ -362,7 +371,7 @@ def create_training_pipeline(model: str) -> Pipeline:
     nodes = Pipeline([
         Node(_bind(build_model_input, model=model),
              {"sample_index": "sample_index", "label_maps": "label_maps", "task_params": "params:task",
-              **{feature: feature for feature in task.features}},
+              **{name: name for name in (*task.features, *task.catalog_inputs)}},
              ["model_input", "model_input_meta"], name="build_model_input", tags=["train", model]),
         Node(_bind(collect_predictions, model=model),
              ["folds", "model_input_meta", *_settings_inputs(), *[f"shard_{k}.fold_results" for k in range(shards)]],
@@ -388,7 +397,7 @@ def create_training_pipeline(model: str) -> Pipeline:
     return Pipeline(
         [nodes, shard_pipes],
         namespace=model,
-        inputs={"sample_index", "folds", "label_maps", *task.features},
+        inputs={"sample_index", "folds", "label_maps", *task.features, *task.catalog_inputs},
         parameters={**{f"params:{name}": f"params:{model}.{name}" for name in model_params},
                     "params:dataset": "params:dataset", "params:split": "params:split"},
     )

@@ -9,6 +9,7 @@ from microexpr.datasets.fold_results import FoldResultStore
 from microexpr.datasets.raw_source import RawDatasetSource
 from microexpr.datasets.stored_results import StoredModelResults
 from microexpr.datasets.synthetic_writer import SyntheticCasme2Dataset
+from microexpr.datasets.text_encoder import TextEncoderDataset
 
 __all__ = [
     "FacePhotoFolder",
@@ -20,4 +21,5 @@ __all__ = [
     "RawDatasetSource",
     "StoredModelResults",
     "SyntheticCasme2Dataset",
+    "TextEncoderDataset",
 ]

@@ -17,7 +17,7 @@ Features (shapes per clip; docs/preprocessing.md has the normalisation of each):
   samer_inputs    composite (S,S,3) u8 = grey magnified apex, On-A, Off-A            SAMER
   mol_clips       frames (T,S,S) u8 grey, landmarks (T,68,2) f32 aligned, fallback (T,) bool,
                   flow_pairs (P,2) i16, flows (P,C,C,2) f16 pixels                   MOL
-  attr_clips      rgb (N,S,S,3) u8 TIM-interpolated, flow (N-1,S,S,2) f16 Farneback pixels   attribute paper
+  attr_clips      rgb (N,S,S,3) u8 TIM-interpolated, flow (N,S,S,2) f16 Farneback pixels (frame 0 zero)  attr.
 """
 
 from __future__ import annotations
@@ -277,7 +277,13 @@ def mol_clips(sample: dict[str, Any], params: dict[str, Any], alignment: dict[st
 
 
 def attr_clips(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
-    """RGB face clip temporally interpolated to N frames (TIM or uniform) and Farneback flow between them."""
+    """RGB face clip temporally interpolated to N frames (TIM or uniform) and N Farneback flow fields, one per frame.
+
+    ``flow_reference``: ``previous`` (default) = flow from frame i-1 to frame i (the flow *sequence* of the
+    attribute-embedding paper §IV.B), ``first`` = flow from frame 0 to frame i. Frame 0 has no earlier frame: its
+    field is zero in both readings, so the flow clip has as many frames as the RGB clip (the paper's two streams
+    take 16-frame clips, Table I).
+    """
     if len(sample["frame_numbers"]) < 2:
         raise FeatureExclusion(
             f"sample {sample['sample_id']}: {len(sample['frame_numbers'])} frame(s); attr_clips interpolates "
@@ -287,11 +293,15 @@ def attr_clips(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource
     interpolate = tim_interpolate if params["interpolation"] == "tim" else uniform_resample
     rgb = interpolate(clip, int(params["n_frames"]))
     rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
-    flow = np.stack([
-        compute_flow(rgb[i], rgb[i + 1], "farneback", **dict(params.get("flow_params") or {}))
-        for i in range(len(rgb) - 1)
-    ]).astype(np.float16)
-    return {"rgb": rgb, "flow": flow}
+    reference = str(params.get("flow_reference", "previous"))
+    if reference not in ("previous", "first"):
+        raise ValueError(f"preprocess.attr_clips.flow_reference must be previous or first, got {reference!r}")
+    flow_params = dict(params.get("flow_params") or {})
+    fields = [np.zeros((*rgb.shape[1:3], 2), dtype=np.float32)]
+    for i in range(1, len(rgb)):
+        source = rgb[i - 1] if reference == "previous" else rgb[0]
+        fields.append(compute_flow(source, rgb[i], "farneback", **flow_params))
+    return {"rgb": rgb, "flow": np.stack(fields).astype(np.float16)}
 
 
 def needed_frames(feature: str, sample: dict[str, Any], params: dict[str, Any]) -> list[int]:

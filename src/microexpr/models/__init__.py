@@ -103,9 +103,10 @@ def task_class(name: str) -> type[Task]:
     return _entry(name)[1]
 
 
-def build_task(name: str, params: dict | None = None) -> Task:
-    """The task of model ``name`` with settings from its ``task`` parameter block."""
-    return task_class(name).from_params(params, name=name)
+def build_task(name: str, params: dict | None = None, resources: dict[str, Any] | None = None) -> Task:
+    """The task of model ``name`` with settings from its ``task`` parameter block and the loaded catalog entries
+    its ``catalog_inputs`` name (``resources``)."""
+    return task_class(name).from_params(params, name=name, resources=resources)
 
 
 def _config_keys(cls: type[nn.Module]) -> tuple[set[str], bool]:

@@ -560,7 +560,12 @@ def train_fold(
     task = task_cfg if isinstance(task_cfg, Task) else build_task(model_name, dict(task_cfg or {}))
     data = _train_data(task, inputs)
     train, test = _check_indices(train_idx, test_idx, data.sample_id)
-    model = _build_seeded_model(model_name, len(data.classes), model_cfg or {}, seed)
+    options = task.model_options()
+    clash = sorted(set(options) & set(model_cfg or {}))
+    if clash:
+        raise ValueError(f"{task.name}: model option(s) {clash} come from the task's catalog inputs; remove them "
+                         "from the model parameter block")
+    model = _build_seeded_model(model_name, len(data.classes), {**dict(model_cfg or {}), **options}, seed)
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, model)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     optimizer = build_optimizer(task.param_groups(model), cfg.optimizer)

@@ -12,7 +12,10 @@ and says everything the shared code must not know about a model:
 - per-epoch sampling (``epoch_order``, ``train_batch``: frame jitter, sub-clips, region replacing, augmentation);
 - ``loss(outputs, batch, fold)`` → ``LossTerms`` (the total that is optimised and every named term, all logged);
 - ``scores(outputs)`` → class probabilities; ``param_groups`` (e.g. a text encoder with its own learning rate);
-- optional report extras (attention maps, embeddings, predicted flow) and the figures made from them.
+- optional report extras (attention maps, embeddings, predicted flow) and the figures made from them;
+- ``catalog_inputs``: catalog entries the task needs besides features (e.g. a pretrained text encoder loaded by a
+  Kedro dataset). The training pipeline wires them as inputs of the bundle and shard nodes; the task receives them
+  as ``resources`` and may turn them into model constructor options (``model_options``). Default: none.
 
 The loop (``microexpr.training.loop``) owns what every model shares: seeding, device and precision, the epoch
 loop with gradient accumulation, the history and prediction. A task's settings come from the ``task`` block of
@@ -181,15 +184,30 @@ class Task:
     settings_class: ClassVar[type] = NoSettings
     report_figures: ClassVar[Mapping[str, str]] = {}  # figure file stem -> title; made by ``make_report_figures``
     demonstration: ClassVar[bool] = False  # a demo model, not a paper: left out of plain ``kedro run``
+    catalog_inputs: ClassVar[tuple[str, ...]] = ()  # catalog entries handed to the task as ``resources``
 
-    def __init__(self, settings: Any = None, name: str | None = None) -> None:
+    def __init__(self, settings: Any = None, name: str | None = None,
+                 resources: Mapping[str, Any] | None = None) -> None:
         self.name = name or type(self).__name__
         self.settings = settings if settings is not None else settings_from_params(self.settings_class, {}, self.name)
+        unknown = sorted(set(resources or {}) - set(self.catalog_inputs))
+        if unknown:
+            raise ValueError(f"{self.name}: resources {unknown} are not among the task's catalog_inputs "
+                             f"{list(self.catalog_inputs)}")
+        self.resources: Mapping[str, Any] = MappingProxyType(dict(resources or {}))
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None, name: str | None = None) -> Task:
-        """The task with settings from the ``<model>.task`` parameter block (unknown keys raise)."""
-        return cls(settings_from_params(cls.settings_class, params, name or cls.__name__), name=name)
+    def from_params(cls, params: Mapping[str, Any] | None, name: str | None = None,
+                    resources: Mapping[str, Any] | None = None) -> Task:
+        """The task with settings from the ``<model>.task`` parameter block (unknown keys raise) and the loaded
+        catalog entries it names in ``catalog_inputs`` (``resources``; absent ones stay absent, e.g. in unit tests)."""
+        return cls(settings_from_params(cls.settings_class, params, name or cls.__name__), name=name,
+                   resources=resources)
+
+    def model_options(self) -> dict[str, Any]:
+        """Model constructor keywords derived from the task's resources (e.g. a pretrained text encoder), added
+        to the ``model`` parameter block when a fold's model is built (default: none)."""
+        return {}
 
     # ---------------------------------------------------------------------------------- run labels
     def run_tags(self) -> dict[str, str]:
@@ -332,5 +350,11 @@ def check_task_class(task: type[Task], model_name: str, forward_parameters: Sequ
     overlap = sorted(set(task.targets) & set(task.training_only))
     if overlap:
         raise TypeError(f"model {model_name!r}: {overlap} are declared as both targets and training_only")
+    names = task.catalog_inputs
+    if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"model {model_name!r}: catalog_inputs must be a tuple of catalog entry names, got {names!r}")
+    clash = sorted(set(names) & {*task.features, "sample_index", "label_maps", "folds", "model_input"})
+    if clash:
+        raise TypeError(f"model {model_name!r}: catalog_inputs {clash} clash with features or pipeline datasets")
     if not isinstance(task.report_figures, Mapping):
         raise TypeError(f"model {model_name!r}: report_figures must map figure file stems to titles")

@@ -1,0 +1,9 @@
+"""Attribute contrast end to end: ingest + attr_clips + split + training shards + evaluation + report."""
+
+from kedro.pipeline import Pipeline
+
+from microexpr.dag.training import create_model_pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return create_model_pipeline("attr_contrast")
