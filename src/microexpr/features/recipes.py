@@ -23,7 +23,7 @@ Features (shapes per clip; docs/preprocessing.md has the normalisation of each):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,17 +209,50 @@ def flow_onset_apex(sample: dict[str, Any], params: dict[str, Any], faces: FaceS
     return {"flow": np.dstack([flow, optical_strain(flow)]).astype(np.float16)}
 
 
+SAMER_FLOW_TARGETS = ("apex", "magnified_apex")
+
+
+def samer_flow_target(params: dict[str, Any], dataset: str) -> str:
+    """The frame SAMER's On-A / Off-A flows point to for a clip of ``dataset``.
+
+    ``flow_target`` is one choice for every dataset or a mapping dataset -> choice with a ``default`` entry (the
+    paper, §4: the apex on CASME II, the magnified apex on SAMM).
+    """
+    choice = params.get("flow_target", "apex")
+    if isinstance(choice, Mapping):
+        choice = choice.get(dataset, choice.get("default", "apex"))
+    if choice not in SAMER_FLOW_TARGETS:
+        raise ValueError(f"preprocess.samer_inputs.flow_target for {dataset!r} must be one of {SAMER_FLOW_TARGETS}, "
+                         f"got {choice!r}")
+    return str(choice)
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 RGB encoded as a JPEG of ``quality`` and decoded again (the reference code stores
+    SAMER's composite as ``optical.jpg``; PIL's default quality is 75)."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100 or null, got {quality!r}")
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding of the SAMER composite failed")
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def samer_inputs(sample: dict[str, Any], params: dict[str, Any], faces: FaceSource) -> dict[str, np.ndarray]:
-    """SAMER's composite: grey magnified apex, On-A and Off-A flow-magnitude maps (onset/offset -> target)."""
+    """SAMER's composite: grey magnified apex, On-A and Off-A flow-magnitude maps (onset/offset -> target frame,
+    the apex or the magnified apex per dataset: ``samer_flow_target``). Stored losslessly unless ``jpeg_quality``
+    asks for the reference's JPEG round trip."""
     require_motion(sample, "samer_inputs")
     onset_img, apex_img, offset_img = faces([sample["onset"], sample["apex"], sample["offset"]],
                                             int(params["size"]), False)
     magnify = get_magnifier(params["magnifier"], **dict(params.get("magnifier_params") or {}))
     magnified = magnify(onset_img, apex_img)
-    target = magnified if params.get("flow_target") == "magnified_apex" else apex_img
+    target = magnified if samer_flow_target(params, sample["dataset"]) == "magnified_apex" else apex_img
     maps = samer_on_off_apex(to_grey(onset_img), to_grey(target), to_grey(offset_img),
                              **dict(params.get("flow_params") or {}))
-    return {"composite": samer_composite(magnified, maps)}
+    composite = samer_composite(magnified, maps)
+    quality = params.get("jpeg_quality")
+    return {"composite": composite if quality is None else jpeg_round_trip(composite, int(quality))}
 
 
 def interval_pairs(n_frames: int, clip_length: int) -> list[tuple[int, int]]:

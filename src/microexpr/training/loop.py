@@ -65,7 +65,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
 }
-SCHEDULERS = ("exponential", "cosine", "none")
+SCHEDULERS = ("exponential", "cosine", "cosine_restarts", "none")
 ProgressCallback = Callable[[int, int, float, float, float], None]
 
 _RNG_LOCK = threading.Lock()  # guards every use of torch's global generators (init, stochastic forwards)
@@ -110,8 +110,10 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """``scheduler``: exponential (``gamma``), cosine (to ``min_lr``) or none; stepped after each of the first
-    ``decay_epochs`` epochs only (None = every epoch; a reference code may decay for only part of its schedule).
+    """``scheduler``: exponential (``gamma``), cosine (to ``min_lr``), cosine_restarts (SGDR: cosine to ``min_lr``
+    restarted after ``t_0`` epochs, each cycle ``t_mult`` times longer; torch's CosineAnnealingWarmRestarts) or none;
+    stepped after each of the first ``decay_epochs`` epochs only (None = every epoch; a reference code may decay for
+    only part of its schedule).
 
     ``warmup_epochs``: a linear learning-rate warm-up from lr/(warmup_epochs + 1) to lr over that many epochs
     before the schedule starts (0 = none). No paper uses one: it is a demonstration setting (``--env quick``)
@@ -123,6 +125,8 @@ class SchedulerConfig:
     decay_epochs: int | None = None
     min_lr: float = 0.0
     warmup_epochs: int = 0
+    t_0: int = 10
+    t_mult: int = 1
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> SchedulerConfig:
@@ -133,6 +137,8 @@ class SchedulerConfig:
             raise ValueError(f"scheduler.name={config.name!r} is not one of {', '.join(SCHEDULERS)}")
         if not 0 < config.gamma <= 1:
             raise ValueError(f"scheduler.gamma must be in (0, 1], got {config.gamma!r}")
+        if config.t_0 < 1 or config.t_mult < 1:
+            raise ValueError(f"scheduler.t_0 and t_mult must be >= 1, got {config.t_0!r}, {config.t_mult!r}")
         for name in ("decay_epochs", "warmup_epochs"):
             value = getattr(config, name)
             if value is None and name == "decay_epochs":
@@ -247,6 +253,9 @@ def build_scheduler(
         main = None
     elif cfg.name == "exponential":
         main = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
+    elif cfg.name == "cosine_restarts":
+        main = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.t_0, T_mult=cfg.t_mult,
+                                                                    eta_min=cfg.min_lr)
     else:
         horizon = cfg.decay_epochs if cfg.decay_epochs is not None else epochs - cfg.warmup_epochs
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(horizon, 1), eta_min=cfg.min_lr)
