@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from microexpr.features.recipes import jpeg_round_trip, samer_flow_target, samer_inputs
-from microexpr.vision.flow import samer_composite, samer_on_off_apex
 from microexpr.vision.face import to_grey
+from microexpr.vision.flow import samer_composite, samer_on_off_apex
 from microexpr.vision.magnify import get_magnifier, register_magnifier
 
 SIZE = 48

@@ -30,8 +30,14 @@ from microexpr.models.samer import (
     region_partners,
     wscl_loss,
 )
-from microexpr.training.loop import _train_data, build_optimizer, build_scheduler, predict_inputs
-from microexpr.training.loop import OptimizerConfig, SchedulerConfig
+from microexpr.training.loop import (
+    OptimizerConfig,
+    SchedulerConfig,
+    _train_data,
+    build_optimizer,
+    build_scheduler,
+    predict_inputs,
+)
 from microexpr.training.runtime import resolve_runtime
 from microexpr.training.task import FoldContext, Streams
 

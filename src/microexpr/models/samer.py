@@ -391,7 +391,8 @@ class SamerTask(Task):
         data, state = fold.data, fold.state
         rows = fold.train[batch_pos]
         partners = region_partners(data.y[rows], state.pools, self.settings.region_replacing, streams.data)
-        images = self._augment(to_input_tensor(data.arrays["composite"][rows], None, None, runtime.device),
+        images = self._augment(to_input_tensor(data.arrays["composite"][rows], None, None, runtime.device,
+                                               runtime.channels_last),
                                streams.augment)
         halves = self._halves(images)
         au = torch.from_numpy(data.arrays["au"][rows].astype(np.float32)).to(runtime.device)
@@ -399,7 +400,8 @@ class SamerTask(Task):
         if replaced.size:
             partner_rows = fold.train[partners[replaced]]
             partner_images = self._augment(
-                to_input_tensor(data.arrays["composite"][partner_rows], None, None, runtime.device), streams.augment)
+                to_input_tensor(data.arrays["composite"][partner_rows], None, None, runtime.device,
+                                runtime.channels_last), streams.augment)
             index = torch.from_numpy(replaced).to(runtime.device)
             mouth = halves["mouth"].clone()
             mouth[index] = self._halves(partner_images)["mouth"]
@@ -410,7 +412,8 @@ class SamerTask(Task):
         return {"eyes": self._normalise(halves["eyes"]), "mouth": self._normalise(halves["mouth"]), "au": au}
 
     def predict_inputs(self, inputs: PredictInputs, rows: np.ndarray, runtime: Runtime) -> dict[str, torch.Tensor]:
-        images = to_input_tensor(inputs["composite"][rows], IMAGENET_MEAN, IMAGENET_STD, runtime.device)
+        images = to_input_tensor(inputs["composite"][rows], IMAGENET_MEAN, IMAGENET_STD, runtime.device,
+                                 runtime.channels_last)
         return self._halves(images)
 
     # ----------------------------------------------------------------------------------- model and loss
