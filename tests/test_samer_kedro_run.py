@@ -3,6 +3,7 @@ term per epoch, its report figures and the MLflow parent and fold runs (real CLI
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ def test_samer_end_to_end_tracks_its_loss_terms_figures_and_runs(tmp_path: Path)
         assert figures.joinpath(f"{stem}.png").stat().st_size > 1000, stem
     report = latest(tmp_path, "08_reporting/samer/report.md").read_text()
     assert "au_cam.png" in report and "oracle_epoch" in report
+    metrics = json.loads(latest(tmp_path, "08_reporting/samer/metrics.json").read_text())
+    assert metrics["tags"] == {"init": "none", "wscl_self_pair": "exclude"} and metrics["leak"] is None
+    assert "- **init:** none" in report  # the initialisation is stated in the report
 
     import mlflow
 
@@ -40,6 +44,7 @@ def test_samer_end_to_end_tracks_its_loss_terms_figures_and_runs(tmp_path: Path)
     assert parent["tags.mlflow.runName"].startswith("samer · synthetic · emotion5 · honest")
     assert 0.0 <= parent["metrics.samer.honest.uf1"] <= 1.0 and 0.0 <= parent["metrics.samer.oracle_epoch.uar"] <= 1.0
     assert parent["params.samer.task.self_pair"] == "exclude" and parent["params.samer.task.pretrained"] == "none"
+    assert parent["tags.microexpr.samer.init"] == "none"
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
     assert sorted(children["tags.mlflow.runName"]) == [f"samer.{f}" for f in sorted(folds["fold"])]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
