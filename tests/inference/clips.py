@@ -23,8 +23,11 @@ PREPROCESS = {  # conf/base values at conf/test sizes
                    "apex_after": 3, "workers": 1},
     "flow_onset_apex": {"alignment": "dlib", "size": 64, "box_enlarge": 2.5, "method": "tvl1", "flow_params": {},
                         "workers": 1},
+    "samer_inputs": {"alignment": "dlib", "size": 64, "box_enlarge": 2.5, "magnifier": "eulerian",
+                     "magnifier_params": {"alpha": 6.0, "levels": 4}, "flow_params": {}, "jpeg_quality": None,
+                     "flow_target": {"casme2": "apex", "samm": "magnified_apex", "default": "apex"}, "workers": 1},
 }
-MODEL_CONFIG = {"mmnet": {"image_size": 64}, "seam_demo": {"width": 8, "embed_dim": 16}}
+MODEL_CONFIG = {"mmnet": {"image_size": 64}, "seam_demo": {"width": 8, "embed_dim": 16}, "samer": {}}
 
 
 def synthetic_clip(size: int = 160, seed: int = 3) -> tuple[list[np.ndarray], list[int], int]:

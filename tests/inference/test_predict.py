@@ -44,7 +44,7 @@ def saved_mmnet(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("model", ["mmnet", "seam_demo"])
+@pytest.mark.parametrize("model", ["mmnet", "seam_demo", "samer"])
 def test_save_load_round_trip_gives_identical_predictions(model, clip_files, tmp_path) -> None:
     final = untrained_final_model(model)
     dataset = FinalModelDataset(filepath=str(tmp_path / "06_models" / model / "final_model"), version=Version(None, None))
