@@ -43,6 +43,7 @@ from microexpr.models.layers.attention import (
     IndependentAttentionBlock,
     ResidualBlock,
 )
+from microexpr.models.layers.stem import STEM_CHANNELS, init_resnet_, motion_stem
 from microexpr.training.augment import AugmentConfig, augment_frames, to_model_tensor
 from microexpr.training.runtime import Runtime
 from microexpr.training.sampling import (
@@ -72,7 +73,6 @@ ATTENTION_KINDS: dict[str, type[ContinuousAttentionBlock]] = {
 DEFAULT_ATTENTION_KERNEL = {"continuous": 1, "independent": 7}
 BASELINE_BLOCKS = {"resnet18": 3, "ca_convs": 1}  # name -> kernel of the block's second conv
 
-STEM_CHANNELS = (180, 128)
 STAGE_CHANNELS = (128, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 TOTAL_STRIDE = 16  # stem stride 2 x stage strides 1*2*2*2
@@ -355,14 +355,7 @@ class MMNet(nn.Module):
         self.uses_attention, uses_pc = VARIANTS[variant]
         grid_size = image_size // TOTAL_STRIDE
 
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, STEM_CHANNELS[0], 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(STEM_CHANNELS[0]),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(STEM_CHANNELS[0], STEM_CHANNELS[1], 3, padding=1, bias=False),
-            nn.BatchNorm2d(STEM_CHANNELS[1]),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = motion_stem(STEM_CHANNELS)
         kernel = DEFAULT_ATTENTION_KERNEL[attention] if attention_kernel is None else attention_kernel
         in_channels = (STEM_CHANNELS[1], *STAGE_CHANNELS[:-1])
         blocks: list[nn.Module] = []
@@ -393,12 +386,7 @@ class MMNet(nn.Module):
 
     def _init_main_branch(self) -> None:
         """Kaiming-normal (fan_out) convs after the first stem conv, unit/zero BN: the reference's ResNet init."""
-        for module in [*self.stem[3:].modules(), *self.blocks.modules()]:
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_resnet_([*self.stem[3:].modules(), *self.blocks.modules()])
 
     def _check_inputs(self, onset: torch.Tensor, apex: torch.Tensor) -> None:
         expected = (3, self.image_size, self.image_size)
