@@ -131,6 +131,7 @@ ABLATIONS = {
     "t7_without_au": ({"au_embedding": False}, "none"),
     "code_like": (CODE_LIKE, "annotation"),
     "cva_convs_baseline": ({"attention": "none", "baseline_block": "cva_convs"}, "predicted"),
+    "eq2_projected_shortcut": ({"always_project_shortcut": True, "fpf": "none"}, "predicted"),
 }
 
 

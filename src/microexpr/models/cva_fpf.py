@@ -148,9 +148,10 @@ class CVABlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, direction: str = "vertical",
-                 pooling: str = "paper", reduced: int = 8, continuous: bool = True) -> None:
+                 pooling: str = "paper", reduced: int = 8, continuous: bool = True,
+                 always_project_shortcut: bool = False) -> None:
         super().__init__()
-        self.body = ResidualBlock(in_channels, out_channels, stride, 1)
+        self.body = ResidualBlock(in_channels, out_channels, stride, 1, always_project_shortcut)
         self.attention = AxisAttention(out_channels, reduced, direction, pooling)
         self.continuous = continuous
         self.prior_pool = nn.MaxPool2d(3, stride=stride, padding=1) if stride > 1 else nn.Identity()
@@ -426,6 +427,8 @@ class CVAFPF(nn.Module):
             through one shared reduce + BN, only the row gate applied).
         attention_channels: paper (bottleneck max{8, C/32}) | code (8 in every block).
         baseline_block: block when ``attention="none"``: resnet18 (conv3x3 + conv3x3) | cva_convs (conv3x3 + 1x1).
+        always_project_shortcut: 1x1 conv + BN shortcut also in the shape-keeping first block (paper Eq. 2 read
+            literally); False = identity there (code).
         fpf: swin (paper) | vit (MMNet's position-calibration ViT, Table 5) | none (Table 2).
         fpf_input: both (paper) | onset | apex (Table 6).
         swin_window, swin_drop_path: Swin window (7) and stochastic depth (0.1).
@@ -453,6 +456,7 @@ class CVAFPF(nn.Module):
         attention_pooling: str = "paper",
         attention_channels: str = "paper",
         baseline_block: str = "resnet18",
+        always_project_shortcut: bool = False,
         fpf: str = "swin",
         fpf_input: str = "both",
         swin_window: int = 7,
@@ -482,10 +486,12 @@ class CVAFPF(nn.Module):
         blocks: list[nn.Module] = []
         for c_in, c_out, stride in zip(in_channels, STAGE_CHANNELS, STAGE_STRIDES, strict=True):
             if attention == "none":
-                blocks.append(ResidualBlock(c_in, c_out, stride, BASELINE_BLOCKS[baseline_block]))
+                blocks.append(ResidualBlock(c_in, c_out, stride, BASELINE_BLOCKS[baseline_block],
+                                            always_project_shortcut))
             else:
                 blocks.append(CVABlock(c_in, c_out, stride, attention, attention_pooling,
-                                       reduced_channels(c_out, attention_channels), continuity == "continuous"))
+                                       reduced_channels(c_out, attention_channels), continuity == "continuous",
+                                       always_project_shortcut))
         self.blocks = nn.ModuleList(blocks)
         init_resnet_([*self.stem[3:].modules(), *self.blocks.modules()])
 
