@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from microexpr.data.au import AU21_ORDER
 from microexpr.models import available_models, build_model, build_task
-from microexpr.models.cva_fpf import CVAFPF, CVABlock, AxisAttention, au21_vector, reduced_channels
+from microexpr.models.cva_fpf import CVAFPF, AxisAttention, CVABlock, au21_vector, reduced_channels
 from microexpr.training.inputs import build_task_inputs
 from microexpr.training.loop import _train_data, predict_inputs, train_fold
 from microexpr.training.runtime import resolve_runtime

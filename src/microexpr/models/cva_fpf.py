@@ -41,7 +41,7 @@ from microexpr.data.au import AU21_ORDER
 from microexpr.models import register_model
 from microexpr.models.layers.attention import ResidualBlock
 from microexpr.models.layers.stem import STEM_CHANNELS, init_resnet_, motion_stem
-from microexpr.models.mmnet import ATTENTION_SIZE, KEY_FRAMES, MMNetTask, PositionCalibration
+from microexpr.models.mmnet import ATTENTION_SIZE, MMNetTask, PositionCalibration
 from microexpr.training.augment import AugmentConfig
 from microexpr.training.runtime import Runtime
 from microexpr.training.sampling import validate_frames_config
