@@ -19,12 +19,13 @@ from microexpr.datasets.final_model import read_final_model, write_final_model
 from microexpr.inference.card import instantiate
 from microexpr.inference.clip import open_clip
 from microexpr.inference.predict import predict_clip
-from microexpr.models import available_models, task_class
+from microexpr.models import available_models, model_class, task_class
 from tests.inference.clips import CLASSES, catalog_resources, env_settings, untrained_final_model
 
 PROJECT = Path(__file__).resolve().parents[2]
 LABEL_MAPS = yaml.safe_load((PROJECT / "conf/base/labels.yml").read_text())
-PAPER_MODELS = [name for name in available_models() if not task_class(name).demonstration]
+PAPER_MODELS = [name for name in available_models()  # the project's models, not the toys tests register
+                if model_class(name).__module__.startswith("microexpr.models.") and not task_class(name).demonstration]
 
 
 def test_every_paper_model_is_checked() -> None:
@@ -73,3 +74,16 @@ def test_a_card_whose_kept_submodules_differ_from_the_task_fails_clearly() -> No
     bad = type("Bad", (task_class("mmnet"),), {"inference_modules": ("encoder.layer",)})
     with pytest.raises(TypeError, match="inference_modules"):
         check_task_class(bad, "bad", ["onset", "apex"])
+
+
+def test_the_full_data_node_saves_only_the_inference_modules(monkeypatch) -> None:
+    """The node keeps the tensors of ``Task.inference_modules`` and the card lists them (toy model, whose task
+    here says that ``gate`` and ``drop`` are training-only)."""
+    from microexpr.dag.final_model import train_final_model
+    from tests.inference.test_final_model_config import _node_args
+
+    args = _node_args(True)  # registers tiny_motion_test (an MMNetTask)
+    monkeypatch.setattr(task_class("tiny_motion_test"), "inference_modules", ("conv", "bn", "fc"))
+    final = train_final_model(**args)
+    assert final.card["inference_modules"] == ["conv", "bn", "fc"]
+    assert final.state and {name.split(".")[0] for name in final.state} == {"conv", "bn", "fc"}
