@@ -8,13 +8,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from microexpr.dag.final_model import preprocessing_of
 from microexpr.data import synthetic as syn
 from microexpr.datasets.face_photos import fallback_photos
-from microexpr.inference.card import FinalModel, build_card, card_features
-from microexpr.models import build_model, task_class
+from microexpr.inference.card import FinalModel, build_card, card_features, inference_state
+from microexpr.models import build_model, build_task, task_class
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 CLASSES = ["happiness", "disgust", "repression", "surprise", "others"]  # emotion5 (conf/base/labels.yml order)
 PREPROCESS = {  # conf/base values at conf/test sizes
@@ -66,15 +69,56 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> Path
     return path
 
 
-def untrained_final_model(model: str, seed: int = 0) -> FinalModel:
-    """A seeded, untrained model with the card the full-data node would write for it."""
-    torch.manual_seed(seed)
-    net = build_model(model, num_classes=len(CLASSES), **MODEL_CONFIG[model])
+def env_config(key: str, data_root: Path, env: str = "test") -> dict:
+    """The ``parameters`` or ``catalog`` of ``kedro run --env <env>`` as Kedro resolves them (data under
+    ``data_root``: the test env reads MICROEXPR_DATA_ROOT)."""
+    from kedro.config import OmegaConfigLoader
+
+    from microexpr.settings import CONFIG_LOADER_ARGS
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MICROEXPR_DATA_ROOT", str(data_root))
+        return dict(OmegaConfigLoader(conf_source=str(PROJECT / "conf"), env=env, **CONFIG_LOADER_ARGS)[key])
+
+
+def env_settings(model: str, data_root: Path) -> dict:
+    """``model``'s model options, task settings and feature preprocessing under ``--env test`` (tiny sizes)."""
+    params = env_config("parameters", data_root)
+    block = params.get(model) or {}
     features = card_features(task_class(model).features)
-    card = build_card(model=model, model_config=MODEL_CONFIG[model], task_settings={}, training={"epochs": 1},
-                      seed=seed, classes=CLASSES, label_set="emotion5", dataset="synthetic", features=features,
-                      preprocessing=preprocessing_of(features, PREPROCESS),
+    return {"model_config": dict(block.get("model") or {}), "task_settings": dict(block.get("task") or {}),
+            "preprocessing": {f: dict(params["preprocess"][f]) for f in features}}
+
+
+def catalog_resources(model: str, data_root: Path) -> dict:
+    """The catalog entries ``model``'s task reads in training (``catalog_inputs``: a text encoder, ...), loaded
+    from the test env's catalog as a ``kedro run`` would load them."""
+    from kedro.io import DataCatalog
+
+    names = task_class(model).catalog_inputs
+    if not names:
+        return {}
+    catalog = env_config("catalog", data_root)
+    loaded = DataCatalog.from_config({name: catalog[name] for name in names})
+    return {name: loaded.load(name) for name in names}
+
+
+def untrained_final_model(model: str, seed: int = 0, settings: dict | None = None,
+                          resources: dict | None = None) -> FinalModel:
+    """A seeded, untrained model, built as training builds it (with the task's catalog ``resources``), with the
+    card and the tensors the full-data node keeps (``inference_state``). ``settings`` (``env_settings``): the
+    default is MODEL_CONFIG with conf/test preprocessing."""
+    settings = settings or {"model_config": MODEL_CONFIG[model], "task_settings": {}, "preprocessing": PREPROCESS}
+    torch.manual_seed(seed)
+    task = build_task(model, settings["task_settings"], resources)
+    net = build_model(model, num_classes=len(CLASSES), **settings["model_config"], **task.model_options())
+    features = card_features(task_class(model).features)
+    card = build_card(model=model, model_config=settings["model_config"], task_settings=settings["task_settings"],
+                      training={"epochs": 1}, seed=seed, classes=CLASSES, label_set="emotion5", dataset="synthetic",
+                      features=features, preprocessing=preprocessing_of(features, settings["preprocessing"]),
                       metrics={"selections": {"honest": {"uf1": 0.5, "uar": 0.5, "acc": 0.5}}},
-                      trained_on={"n_samples": 0, "datasets": ["synthetic"]})
+                      trained_on={"n_samples": 0, "datasets": ["synthetic"]},
+                      inference_modules=task_class(model).inference_modules)
     card["weights"] = {"file": "weights.safetensors"}  # filled for real when written
-    return FinalModel(card, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return FinalModel(card, inference_state(state, task_class(model).inference_modules))

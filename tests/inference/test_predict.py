@@ -17,24 +17,10 @@ from microexpr.inference.card import CardMismatch, check_card, instantiate
 from microexpr.inference.cli import predict_cli
 from microexpr.inference.clip import ClipError, choose_key_frames, key_frame_motion, open_clip
 from microexpr.inference.predict import predict_clip
-from tests.inference.clips import (
-    PREPROCESS,
-    synthetic_clip,
-    untrained_final_model,
-    write_folder,
-    write_video,
-)
+from tests.inference.clips import PREPROCESS, untrained_final_model
 
 PROJECT = Path(__file__).resolve().parents[2]
 LABEL_MAPS = yaml.safe_load((PROJECT / "conf/base/labels.yml").read_text())
-
-
-@pytest.fixture(scope="module")
-def clip_files(tmp_path_factory) -> dict[str, object]:
-    frames, numbers, apex = synthetic_clip()
-    root = tmp_path_factory.mktemp("clip")
-    return {"folder": write_folder(frames, numbers, root / "sub01_EP01"), "video": write_video(frames, root / "clip.mp4"),
-            "numbers": numbers, "apex": apex}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,14 @@ import numpy as np
 from kedro.pipeline import Node, Pipeline
 
 from microexpr.dag.preprocess import feature_config
-from microexpr.inference.card import ALIGNMENT_FEATURE, FULL_DATA_FOLD, FinalModel, build_card, card_features
+from microexpr.inference.card import (
+    ALIGNMENT_FEATURE,
+    FULL_DATA_FOLD,
+    FinalModel,
+    build_card,
+    card_features,
+    inference_state,
+)
 from microexpr.models import build_task, task_class
 from microexpr.training.loop import train_fold
 from microexpr.training.results import fold_seed
@@ -57,7 +64,8 @@ def train_final_model(
 ) -> FinalModel:
     """Node: train ``model`` on every sample of its bundle (fixed schedule, seed of fold ``full_data``) and return
     the weights with their card; a card alone, saying why, when ``enabled`` is false. Keyword inputs named by the
-    task's ``catalog_inputs`` (e.g. a text encoder) reach the task as resources."""
+    task's ``catalog_inputs`` (e.g. a text encoder) reach the task as resources. Only the tensors of the task's
+    ``inference_modules`` are kept (all when it names none): a training-only branch is not saved."""
     if not isinstance(enabled, bool):
         raise ValueError(f"{model}.final_model must be true or false, got {enabled!r}")
     resource_names = set(task_class(model).catalog_inputs)
@@ -74,6 +82,7 @@ def train_final_model(
         trained_on={"n_samples": int(meta["n_samples"]), "n_subjects": meta.get("n_subjects"),
                     "datasets": meta.get("datasets"), "input_fingerprint": meta.get("fingerprint")},
         leak=task.leak(), run_tags={str(k): str(v) for k, v in task.run_tags().items()},
+        inference_modules=task_class(model).inference_modules,
     )
     if not enabled:
         logger.info("%s: final_model is false; no full-data model is trained (its card says so)", model)
@@ -99,7 +108,7 @@ def train_final_model(
         "final_train_acc": float(last["train_acc"]), "device": outcome.device, "precision": outcome.precision,
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
-    return FinalModel(card, outcome.model_state)
+    return FinalModel(card, inference_state(outcome.model_state, task_class(model).inference_modules))
 
 
 def create_final_model_pipeline(model: str) -> Pipeline:

@@ -31,6 +31,8 @@ __all__ = [
     "card_features",
     "check_card",
     "code_versions",
+    "drop_training_modules",
+    "inference_state",
     "instantiate",
     "loso_summary",
 ]
@@ -56,6 +58,30 @@ class FinalModel:
 def card_features(features: tuple[str, ...] | list[str]) -> list[str]:
     """The preprocessing steps a model's inputs go through: the face alignment, then its task's features."""
     return [ALIGNMENT_FEATURE, *[f for f in features if f != ALIGNMENT_FEATURE]]
+
+
+def inference_state(state: Mapping[str, Any], modules: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The tensors of ``state`` that the inference model holds: those of the top-level submodules ``modules``
+    (``Task.inference_modules``) and the model's own direct tensors; every tensor when ``modules`` is empty."""
+    if not modules:
+        return dict(state)
+    return {name: tensor for name, tensor in state.items() if "." not in name or name.split(".", 1)[0] in modules}
+
+
+def drop_training_modules(model: Any, modules: tuple[str, ...] | list[str]) -> Any:
+    """``model`` without the top-level submodules outside ``modules`` (set to None, so their tensors leave the
+    state dict and a prediction that reached them fails loudly); unchanged when ``modules`` is empty."""
+    if not modules:
+        return model
+    children = dict(model.named_children())
+    unknown = sorted(set(modules) - set(children))
+    if unknown:
+        raise ValueError(f"{type(model).__name__} has no submodules {unknown} (inference_modules); it has "
+                         f"{sorted(children)}")
+    for name in children:
+        if name not in modules:
+            setattr(model, name, None)
+    return model
 
 
 def code_versions(features: list[str]) -> dict[str, Any]:
@@ -89,10 +115,11 @@ def build_card(
     training: Mapping[str, Any], seed: int, classes: list[str], label_set: str, dataset: str,
     features: list[str], preprocessing: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any],
     trained_on: Mapping[str, Any] | None = None, leak: str | None = None, run_tags: Mapping[str, str] | None = None,
-    skipped: str | None = None,
+    skipped: str | None = None, inference_modules: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     """The JSON card of a full-data model (module docstring). ``weights`` is filled by the catalog when it writes
-    them (file, sha256, bytes) and ``mlflow_run_id`` by the tracking hook."""
+    them (file, sha256, bytes) and ``mlflow_run_id`` by the tracking hook. ``inference_modules``: the submodules
+    the weights hold when the model has training-only parts (``Task.inference_modules``; empty: the whole model)."""
     steps = card_features(features)
     missing = [f for f in steps if f not in preprocessing]
     if missing:
@@ -102,6 +129,7 @@ def build_card(
         "card_version": CARD_VERSION,
         "model": model,
         "model_config": dict(model_config or {}),
+        "inference_modules": list(inference_modules),
         "task_settings": dict(task_settings or {}),
         "training": dict(training or {}),
         "seed": int(seed),
@@ -150,6 +178,10 @@ def check_card(card: Mapping[str, Any], label_maps: Mapping[str, Any] | None = N
                               f"{theirs.get('bundle')}; this code computes {ours['recipes']} and {ours['bundle']}, so "
                               "its inputs would differ from training's. Retrain, or use the microexpr version "
                               f"{theirs.get('microexpr')!r} that made it")
+    kept = list(task_class(name).inference_modules)
+    if list(card.get("inference_modules") or []) != kept:
+        raise _mismatch(card, f"its weights hold the submodules {card.get('inference_modules') or 'all'}, the {name} "
+                              f"task predicts with {kept or 'all'}")
     classes = card.get("classes")
     if not isinstance(classes, list) or not classes or len(set(classes)) != len(classes):
         raise _mismatch(card, f"classes must be a non-empty list of distinct names, got {classes!r}")
@@ -176,7 +208,9 @@ def _check_classes(card: Mapping[str, Any], label_maps: Mapping[str, Any]) -> No
 
 def instantiate(final: FinalModel) -> tuple[Any, Any]:
     """(model in eval mode, task) rebuilt from the card and loaded with the weights (strict: every tensor name and
-    shape must match); a :class:`CardMismatch` naming what differs otherwise."""
+    shape must match); a :class:`CardMismatch` naming what differs otherwise. A model with training-only parts is
+    built without them (the card's ``inference_modules``): its weights hold the inference model only, and the task
+    gets no resources (a text encoder, say), since prediction never needs them."""
     from microexpr.models import build_model, build_task
 
     card = final.card
@@ -186,6 +220,7 @@ def instantiate(final: FinalModel) -> tuple[Any, Any]:
     try:
         task = build_task(name, card.get("task_settings") or {})
         model = build_model(name, num_classes=len(card["classes"]), **dict(card.get("model_config") or {}))
+        model = drop_training_modules(model, list(card.get("inference_modules") or []))
     except (TypeError, ValueError) as error:
         raise _mismatch(card, f"its model or task settings are not accepted: {error}") from None
     own = model.state_dict()

@@ -1,8 +1,8 @@
 """Predict one new clip with a full-data model: card check, the training recipes on the clip, the task's own
 prediction path, class probabilities and figures.
 
-Everything model-specific comes from the model's task, as in training: ``Task.sample_arrays`` turns the clip's
-features into bundle arrays (from an index row without any annotation), only the declared model-input arrays
+Everything model-specific comes from the model's task, as in training: ``Task.input_sample_arrays`` turns the
+clip's features into the model-input bundle arrays (from an index row without any annotation), only the declared model-input arrays
 reach prediction (``PredictInputs``), ``predict_proba`` is the loop's own test pass, and the model's explanation
 is its report figure (``Task.report_extras`` + ``make_report_figures``: MMNet's attention map, the demo's
 predicted flow, ...). Every clip also gets the generic prediction figure: onset and apex faces, the onset -> apex
@@ -84,10 +84,10 @@ def predict_clip(
     key = choose_key_frames(clip, preprocessing, str(card["dataset"]), onset, apex, offset)
     sample = sample_record(clip, key.onset, key.apex, key.offset, str(card["dataset"]))
     features = clip_features(sample, card["features"], preprocessing)
-    arrays = task.sample_arrays(clip_row(sample, str(card["label_set"]), clip.fps), features)
+    arrays = task.input_sample_arrays(clip_row(sample, str(card["label_set"]), clip.fps), features)
     missing = sorted(set(task.input_arrays()) - set(arrays))
     if missing:
-        raise ClipError(f"{task.name}: sample_arrays gave no {missing} for the clip")
+        raise ClipError(f"{task.name}: input_sample_arrays gave no {missing} for the clip")
     inputs = PredictInputs(np.array([clip.name]), {name: np.asarray(arrays[name])[None] for name in task.input_arrays()},
                            task.name)
     runtime = resolve_runtime(device, "fp32", False, model)

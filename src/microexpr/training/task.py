@@ -16,6 +16,9 @@ and says everything the shared code must not know about a model:
 - ``catalog_inputs``: catalog entries the task needs besides features (e.g. a pretrained text encoder loaded by a
   Kedro dataset). The training pipeline wires them as inputs of the bundle and shard nodes; the task receives them
   as ``resources`` and may turn them into model constructor options (``model_options``). Default: none.
+- ``inference_modules``: the model's top-level submodules prediction runs, when some are training-only (a text
+  branch): the full-data model saves only their tensors and prediction builds the model without the rest
+  (``microexpr.inference.card``). Default: the whole model.
 
 The loop (``microexpr.training.loop``) owns what every model shares: seeding, device and precision, the epoch
 loop with gradient accumulation, the history and prediction. A task's settings come from the ``task`` block of
@@ -185,6 +188,10 @@ class Task:
     report_figures: ClassVar[Mapping[str, str]] = {}  # figure file stem -> title; made by ``make_report_figures``
     demonstration: ClassVar[bool] = False  # a demo model, not a paper: left out of plain ``kedro run``
     catalog_inputs: ClassVar[tuple[str, ...]] = ()  # catalog entries handed to the task as ``resources``
+    # Top-level submodules of the model that prediction runs (e.g. the video streams and classifier, not a
+    # training-only text branch): the full-data model keeps only their tensors and ``microexpr predict`` builds
+    # the model without the others. Empty (default): the whole model.
+    inference_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Any = None, name: str | None = None,
                  resources: Mapping[str, Any] | None = None) -> None:
@@ -236,6 +243,14 @@ class Task:
     def sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """The bundle arrays of one sample from its index row and its feature arrays (one entry per feature)."""
         raise NotImplementedError
+
+    def input_sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]
+                            ) -> dict[str, np.ndarray]:
+        """The model-input arrays (``input_arrays``) of one new sample, for prediction (``microexpr predict``: no
+        annotation, no catalog resources). Default: ``sample_arrays`` limited to them; a task whose other arrays
+        need a resource (a tokenizer for training-only text) overrides it to compute the inputs alone."""
+        arrays = self.sample_arrays(row, features)
+        return {name: arrays[name] for name in self.input_arrays() if name in arrays}
 
     @classmethod
     def example_arrays(cls, n: int, n_classes: int, rng: np.random.Generator, size: int = 32) -> dict[str, np.ndarray]:
@@ -358,3 +373,7 @@ def check_task_class(task: type[Task], model_name: str, forward_parameters: Sequ
         raise TypeError(f"model {model_name!r}: catalog_inputs {clash} clash with features or pipeline datasets")
     if not isinstance(task.report_figures, Mapping):
         raise TypeError(f"model {model_name!r}: report_figures must map figure file stems to titles")
+    kept = task.inference_modules
+    if not isinstance(kept, tuple) or not all(isinstance(n, str) and n and "." not in n for n in kept):
+        raise TypeError(f"model {model_name!r}: inference_modules must be a tuple of top-level submodule names, "
+                        f"got {kept!r}")
