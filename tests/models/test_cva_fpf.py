@@ -186,6 +186,12 @@ def test_au_source_labels_every_run(source, tags, leak):
     assert task.run_tags() == tags and task.leak() == leak
 
 
+def test_a_leaky_model_refuses_to_predict_a_new_clip_without_annotations():
+    row = pd.Series({"sample_id": "new_clip", "au_codes": []})
+    with pytest.raises(ValueError, match="au_source=annotation"):
+        build_task("cva_fpf", {"au_source": "annotation"}).input_sample_arrays(row, {})
+
+
 # ---------------------------------------------------------------- AU vectors from the sample index, by key
 CLIPS = [("sub01", "EP02_01f", [1, 2]), ("sub01", "EP03_02", [4]), ("sub07", "EP06_01", [4, 38]),
          ("sub07", "EP08_03", [12, 25]), ("sub11", "EP01_01", [14, 17, 45]), ("sub11", "EP09_02", [])]

@@ -306,6 +306,18 @@ class CVAFPFTask(MMNetTask):
         arrays["au_input"] = annotated.copy() if self.settings.au_source == "annotation" else np.zeros_like(annotated)
         return arrays
 
+    def input_sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]
+                            ) -> dict[str, np.ndarray]:
+        """A new clip's model inputs (``microexpr predict``). Under ``au_source: annotation`` the model was trained
+        on annotated AUs, which a new clip does not have: feeding zeros would mis-predict silently, so refuse."""
+        if self.settings.au_source == "annotation":
+            raise ValueError(
+                f"cva_fpf: this model was trained with task.au_source=annotation (au_leak): it reads the clip's "
+                f"annotated AUs, which a new clip ({row.get('sample_id', '?')}) does not have. Predict with a model "
+                "trained under au_source: predicted (the default) or none."
+            )
+        return super().input_sample_arrays(row, features)
+
     @classmethod
     def example_arrays(cls, n: int, n_classes: int, rng: np.random.Generator, size: int = 32) -> dict[str, np.ndarray]:
         arrays = super().example_arrays(n, n_classes, rng, size)
