@@ -44,7 +44,16 @@ def params(**overrides: object) -> dict[str, object]:
     return block
 
 
-def catalog_for(tmp_path: Path, block: dict, inputs: dict[str, np.ndarray]) -> DataCatalog:
+def toy_sample_index(inputs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The sample index rows of the toy bundle: its true labels and one AU per class (read by report figures)."""
+    classes = np.asarray(inputs["classes"]).astype(str)
+    y = np.asarray(inputs["y"], dtype=np.int64)
+    return pd.DataFrame({"sample_id": np.asarray(inputs["sample_id"]).astype(str), "label": classes[y],
+                         "aus": [[str(c + 1)] for c in y]})
+
+
+def catalog_for(tmp_path: Path, block: dict, inputs: dict[str, np.ndarray],
+                sample_index: pd.DataFrame | None = None) -> DataCatalog:
     shards = n_shards()
     catalog = DataCatalog({
         **{f"{MODEL}.shard_{k}.{name}": FoldResultStore(path=str(tmp_path / f"shard_{k}"))
@@ -56,6 +65,7 @@ def catalog_for(tmp_path: Path, block: dict, inputs: dict[str, np.ndarray]) -> D
     meta = {"fingerprint": "toy-bundle", "classes": inputs["classes"].tolist(), "label_set": "toy3",
             "n_samples": len(inputs["sample_id"]), "n_subjects": 4, "excluded": []}
     feed = {f"{MODEL}.model_input": inputs, f"{MODEL}.model_input_meta": meta, "folds": loso_folds(shards),
+            "sample_index": toy_sample_index(inputs) if sample_index is None else sample_index,
             "params:dataset": "synthetic", "params:split": {"protocol": "loso"},
             **{f"params:{MODEL}.{key}": value for key, value in block.items()}}
     for name, value in feed.items():

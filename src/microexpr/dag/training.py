@@ -281,12 +281,46 @@ def report_figures(metrics: dict[str, Any], history: pd.DataFrame) -> tuple[Figu
     return confusion_honest, confusion_oracle, per_subject, curves
 
 
+ANNOTATION_COLUMNS = ("sample_id", "fold", "y_true", "label_true", "label", "aus")
+
+
+def report_annotations(
+    report_extras: dict[str, np.ndarray], predictions: pd.DataFrame, sample_index: pd.DataFrame
+) -> pd.DataFrame:
+    """The annotations of the report extras' test samples, one row per extras row (same order): the prediction
+    table's ``y_true`` / ``label_true`` of that (sample, fold) and the sample index's ``label`` and ``aus``.
+
+    Evaluation only: joined after every prediction was made (the extras come from test inputs alone)."""
+    ids = np.asarray(report_extras.get("sample_ids", []), dtype=str)
+    folds = np.asarray(report_extras.get("fold", [""] * len(ids)), dtype=str)
+    keys = pd.DataFrame({"sample_id": ids, "fold": folds})
+    if not len(keys):
+        return pd.DataFrame(columns=list(ANNOTATION_COLUMNS))
+    truth = (predictions.assign(sample_id=predictions["sample_id"].astype(str), fold=predictions["fold"].astype(str))
+             .drop_duplicates(["sample_id", "fold"])[["sample_id", "fold", "y_true", "label_true"]])
+    index = sample_index.assign(sample_id=sample_index["sample_id"].astype(str))
+    index = index[[c for c in ("sample_id", "label", "aus") if c in index.columns]]
+    table = keys.merge(truth, on=["sample_id", "fold"], how="left", validate="many_to_one")
+    table = table.merge(index.drop_duplicates("sample_id"), on="sample_id", how="left", validate="many_to_one")
+    if table["y_true"].isna().any():
+        missing = table.loc[table["y_true"].isna(), "sample_id"].tolist()
+        raise ValueError(f"report extras of sample(s) {missing[:5]} have no row in the prediction table")
+    for column in ANNOTATION_COLUMNS:
+        if column not in table.columns:
+            table[column] = None
+    return table[list(ANNOTATION_COLUMNS)].assign(y_true=table["y_true"].astype(np.int64))
+
+
 def task_figures(
-    metrics: dict[str, Any], report_extras: dict[str, np.ndarray], *, model: str
+    metrics: dict[str, Any], report_extras: dict[str, np.ndarray], predictions: pd.DataFrame,
+    sample_index: pd.DataFrame, *, model: str
 ) -> tuple[dict[str, Figure], list[str]]:
     """Node: the model's own figures from its report extras (``<stem>.png`` -> Figure; may be empty), and their
-    file names for the report."""
-    figures = task_class(model).make_report_figures(report_extras, _titler(metrics, metrics["primary_selection"]))
+    file names for the report. The task may read the shown test samples' annotations (``report_annotations``),
+    joined here, after prediction, for evaluation figures only."""
+    annotations = report_annotations(report_extras, predictions, sample_index)
+    figures = task_class(model).make_annotated_report_figures(
+        report_extras, _titler(metrics, metrics["primary_selection"]), annotations)
     named = {f"{stem}.png": figure for stem, figure in figures.items()}
     return named, sorted(named)
 
@@ -384,8 +418,8 @@ def create_training_pipeline(model: str) -> Pipeline:
         Node(report_figures, ["metrics", "training_history"],
              ["confusion_honest_figure", "confusion_oracle_epoch_figure", "per_subject_accuracy_figure",
               "training_curves_figure"], name="report_figures", tags=["report", model]),
-        Node(_bind(task_figures, model=model), ["metrics", "report_extras"], ["task_figures", "task_figure_files"],
-             name="task_figures", tags=["report", model]),
+        Node(_bind(task_figures, model=model), ["metrics", "report_extras", "predictions", "sample_index"],
+             ["task_figures", "task_figure_files"], name="task_figures", tags=["report", model]),
         Node(scorecard_node, "metrics", "scorecard", name="scorecard", tags=["report", model]),
         Node(scorecard_plot, ["scorecard", "metrics"], "scorecard_figure", name="scorecard_figure",
              tags=["report", model]),

@@ -12,7 +12,8 @@ and says everything the shared code must not know about a model:
 - per-epoch sampling (``epoch_order``, ``train_batch``: frame jitter, sub-clips, region replacing, augmentation);
 - ``loss(outputs, batch, fold)`` → ``LossTerms`` (the total that is optimised and every named term, all logged);
 - ``scores(outputs)`` → class probabilities; ``param_groups`` (e.g. a text encoder with its own learning rate);
-- optional report extras (attention maps, embeddings, predicted flow) and the figures made from them;
+- optional report extras (attention maps, embeddings, predicted flow) and the figures made from them
+  (``make_annotated_report_figures`` may colour them by the test samples' annotations, joined after prediction);
 - ``catalog_inputs``: catalog entries the task needs besides features (e.g. a pretrained text encoder loaded by a
   Kedro dataset). The training pipeline wires them as inputs of the bundle and shard nodes; the task receives them
   as ``resources`` and may turn them into model constructor options (``model_options``). Default: none.
@@ -338,6 +339,18 @@ class Task:
     def make_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str]) -> dict[str, Any]:
         """Figures (``report_figures`` stems → matplotlib Figure) from the extras pooled over folds (with ``fold``)."""
         return {}
+
+    @classmethod
+    def make_annotated_report_figures(
+        cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str], annotations: pd.DataFrame
+    ) -> dict[str, Any]:
+        """Figures that may also read the shown test samples' annotations (evaluation only, after prediction).
+
+        ``annotations``: one row per extras row, in the same order: ``sample_id``, ``fold``, ``y_true`` (class id),
+        ``label_true``, ``label`` and ``aus`` (the sample index's annotated AU items). The report extras themselves
+        were computed from test inputs before these were joined, so no prediction can depend on them.
+        Default: ``make_report_figures(extras, title)`` (a task that needs no annotations overrides nothing)."""
+        return cls.make_report_figures(extras, title)
 
 
 def check_task_class(task: type[Task], model_name: str, forward_parameters: Sequence[str]) -> None:
