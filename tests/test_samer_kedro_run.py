@@ -29,7 +29,7 @@ def test_samer_end_to_end_tracks_its_loss_terms_figures_and_runs(tmp_path: Path)
     for column in ("train_loss_ce_eyes", "train_loss_ce_mouth", "train_loss_wscl", "lr"):
         assert history[column].notna().all() and np.isfinite(history[column]).all(), column
     figures = latest(tmp_path, "08_reporting/samer/task_figures")
-    for stem in ("au_cam", "awm_weights", "tsne"):
+    for stem in ("au_cam", "awm_weights", "tsne", "tsne_au"):  # tsne_au: by the annotated AUs
         assert figures.joinpath(f"{stem}.png").stat().st_size > 1000, stem
     report = latest(tmp_path, "08_reporting/samer/report.md").read_text()
     assert "au_cam.png" in report and "oracle_epoch" in report

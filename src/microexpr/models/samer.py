@@ -331,8 +331,9 @@ class SamerTask(Task):
     settings_class = SamerTaskSettings
     report_figures = {
         "au_cam": "AU-CAM and Grad-CAM on test samples (eyes over mouth)",
-        "awm_weights": "AWM weight on the eyes vs the mouth, per predicted class",
+        "awm_weights": "AWM weight on the eyes vs the mouth",
         "tsne": "t-SNE of the fused feature X_F (test samples)",
+        "tsne_au": "t-SNE of the fused feature X_F (test samples), by annotated AU",
     }
 
     def run_tags(self) -> dict[str, str]:
@@ -468,6 +469,19 @@ class SamerTask(Task):
 
     @classmethod
     def make_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str]) -> dict[str, Any]:
+        """AU-CAM / Grad-CAM, and the AWM share and t-SNE by predicted class (no annotations at hand)."""
+        return cls._figures(extras, title, None)
+
+    @classmethod
+    def make_annotated_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str],
+                                      annotations: pd.DataFrame) -> dict[str, Any]:
+        """As ``make_report_figures`` but the AWM share per TRUE class and the t-SNE coloured by the true label and
+        (``tsne_au``) by annotated AU (paper §4.6.1): annotations joined after prediction, evaluation only."""
+        return cls._figures(extras, title, annotations)
+
+    @classmethod
+    def _figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str],
+                 annotations: pd.DataFrame | None) -> dict[str, Any]:
         from microexpr.evaluation.figures import attention_overlay_figure
 
         figures: dict[str, Any] = {}
@@ -486,21 +500,28 @@ class SamerTask(Task):
                 captions.append(f"{extras['sample_ids'][i]} {'AU-CAM' if name == 'au_cam' else 'Grad-CAM'}")
         figures["au_cam"] = attention_overlay_figure(faces, maps, captions,
                                                      title=title(f"{cls.report_figures['au_cam']} ({shown})"))
-        figures["awm_weights"] = _awm_figure(extras, title(cls.report_figures["awm_weights"]))
-        tsne = _tsne_figure(extras, title(cls.report_figures["tsne"]))
-        if tsne is not None:
-            figures["tsne"] = tsne
+        if annotations is None:
+            groups, kind = np.array([f"class {c}" for c in np.asarray(extras["predicted"], dtype=np.int64)]), "predicted"
+        else:
+            groups, kind = annotations["label_true"].astype(str).to_numpy(), "true"
+        figures["awm_weights"] = _awm_figure(extras, groups, title(f"{cls.report_figures['awm_weights']}, {kind} class"))
+        points = _tsne_points(extras)
+        if points is not None:
+            figures["tsne"] = _tsne_figure(points, groups, title(f"{cls.report_figures['tsne']}, {kind} class"))
+            if annotations is not None:
+                figures["tsne_au"] = _tsne_au_figure(points, [au_slots(a) for a in annotations["aus"]],
+                                                     title(cls.report_figures["tsne_au"]))
         return figures
 
 
-def _awm_figure(extras: Mapping[str, np.ndarray], title: str):
+def _awm_figure(extras: Mapping[str, np.ndarray], groups: np.ndarray, title: str):
+    """Box plot of the eyes share of the AWM weights per group (predicted or true class)."""
     import matplotlib.pyplot as plt
 
     share = np.asarray(extras["eyes_share"], dtype=np.float32)
-    predicted = np.asarray(extras["predicted"], dtype=np.int64)
     figure, axis = plt.subplots(figsize=(5, 3.2))
-    classes = sorted(np.unique(predicted).tolist())
-    axis.boxplot([share[predicted == c] for c in classes], tick_labels=[f"class {c}" for c in classes])
+    names = sorted(np.unique(groups).tolist())
+    axis.boxplot([share[groups == c] for c in names], tick_labels=names)
     axis.axhline(0.5, color="grey", linestyle=":")
     axis.set_ylabel("eyes share of Σ AWM weight")
     axis.set_title(title, fontsize=8)
@@ -508,23 +529,48 @@ def _awm_figure(extras: Mapping[str, np.ndarray], title: str):
     return figure
 
 
-def _tsne_figure(extras: Mapping[str, np.ndarray], title: str):
-    """t-SNE of the test samples' fused features, coloured by predicted class (None below 5 samples)."""
-    import matplotlib.pyplot as plt
+def _tsne_points(extras: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """2-D t-SNE of the test samples' fused features (None below 5 samples)."""
     from sklearn.manifold import TSNE
 
     features = np.asarray(extras["features"], dtype=np.float32)
     if features.shape[0] < 5:
         return None
-    embedded = TSNE(n_components=2, perplexity=min(30.0, features.shape[0] - 1.0), init="pca",
-                    random_state=0).fit_transform(features)
-    predicted = np.asarray(extras["predicted"], dtype=np.int64)
+    return TSNE(n_components=2, perplexity=min(30.0, features.shape[0] - 1.0), init="pca",
+                random_state=0).fit_transform(features)
+
+
+def _tsne_figure(points: np.ndarray, groups: np.ndarray, title: str):
+    """The t-SNE points coloured by group (predicted or true class)."""
+    import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(4.5, 4))
-    for c in sorted(np.unique(predicted).tolist()):
-        mask = predicted == c
-        axis.scatter(embedded[mask, 0], embedded[mask, 1], s=12, label=f"predicted class {c}")
+    for c in sorted(np.unique(groups).tolist()):
+        mask = groups == c
+        axis.scatter(points[mask, 0], points[mask, 1], s=12, label=str(c))
     axis.legend(fontsize=6)
     axis.set_title(title, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _tsne_au_figure(points: np.ndarray, slots: list[np.ndarray], title: str, most: int = 6):
+    """One panel per most frequent annotated AU of the shown samples: samples with that AU coloured, others grey
+    (AU sets are multi-label, so one colour per point would hide co-occurring AUs)."""
+    import matplotlib.pyplot as plt
+
+    held = np.stack(slots) if slots else np.zeros((0, AU_SLOTS), dtype=np.uint8)
+    counts = held.sum(axis=0).astype(np.int64)
+    top = [int(a) for a in np.argsort(-counts, kind="stable")[:most] if counts[a] > 0]
+    figure, axes = plt.subplots(1, max(1, len(top)), figsize=(2.6 * max(1, len(top)), 2.8), squeeze=False)
+    for axis, au in zip(axes[0], top, strict=False):
+        has = held[:, au] > 0
+        axis.scatter(points[~has, 0], points[~has, 1], s=8, color="lightgrey")
+        axis.scatter(points[has, 0], points[has, 1], s=10, color="tab:red")
+        axis.set_title(f"AU{au} ({int(has.sum())})", fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize=8)
     figure.tight_layout()
     return figure
 
