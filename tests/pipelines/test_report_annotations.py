@@ -23,6 +23,7 @@ def test_report_annotations_follow_the_extras_rows() -> None:
     table = report_annotations(extras, predictions, index)
     assert table["sample_id"].tolist() == ["b", "a"] and table["y_true"].tolist() == [0, 1]
     assert table["label"].tolist() == ["w", "x"] and table["aus"].tolist() == [["12", "L1"], ["4"]]
+    assert table["au_codes"].isna().all()  # a column the index lacks is None
     assert len(report_annotations({"sample_ids": np.array([], dtype=str)}, predictions, index)) == 0
 
 

@@ -49,7 +49,7 @@ def toy_sample_index(inputs: dict[str, np.ndarray]) -> pd.DataFrame:
     classes = np.asarray(inputs["classes"]).astype(str)
     y = np.asarray(inputs["y"], dtype=np.int64)
     return pd.DataFrame({"sample_id": np.asarray(inputs["sample_id"]).astype(str), "label": classes[y],
-                         "aus": [[str(c + 1)] for c in y]})
+                         "aus": [[str(c + 1)] for c in y], "au_codes": [[int(c + 1)] for c in y]})
 
 
 def catalog_for(tmp_path: Path, block: dict, inputs: dict[str, np.ndarray],

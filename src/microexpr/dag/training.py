@@ -281,14 +281,15 @@ def report_figures(metrics: dict[str, Any], history: pd.DataFrame) -> tuple[Figu
     return confusion_honest, confusion_oracle, per_subject, curves
 
 
-ANNOTATION_COLUMNS = ("sample_id", "fold", "y_true", "label_true", "label", "aus")
+ANNOTATION_COLUMNS = ("sample_id", "fold", "y_true", "label_true", "label", "aus", "au_codes")
 
 
 def report_annotations(
     report_extras: dict[str, np.ndarray], predictions: pd.DataFrame, sample_index: pd.DataFrame
 ) -> pd.DataFrame:
     """The annotations of the report extras' test samples, one row per extras row (same order): the prediction
-    table's ``y_true`` / ``label_true`` of that (sample, fold) and the sample index's ``label`` and ``aus``.
+    table's ``y_true`` / ``label_true`` of that (sample, fold) and the sample index's ``label``, ``aus`` (canonical
+    AU items) and ``au_codes`` (AU numbers); a column the index lacks is None.
 
     Evaluation only: joined after every prediction was made (the extras come from test inputs alone)."""
     ids = np.asarray(report_extras.get("sample_ids", []), dtype=str)
@@ -299,7 +300,7 @@ def report_annotations(
     truth = (predictions.assign(sample_id=predictions["sample_id"].astype(str), fold=predictions["fold"].astype(str))
              .drop_duplicates(["sample_id", "fold"])[["sample_id", "fold", "y_true", "label_true"]])
     index = sample_index.assign(sample_id=sample_index["sample_id"].astype(str))
-    index = index[[c for c in ("sample_id", "label", "aus") if c in index.columns]]
+    index = index[[c for c in ("sample_id", "label", "aus", "au_codes") if c in index.columns]]
     table = keys.merge(truth, on=["sample_id", "fold"], how="left", validate="many_to_one")
     table = table.merge(index.drop_duplicates("sample_id"), on="sample_id", how="left", validate="many_to_one")
     if table["y_true"].isna().any():

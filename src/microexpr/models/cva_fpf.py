@@ -55,6 +55,7 @@ __all__ = [
     "CVAFPFTask",
     "CVAFPFTaskSettings",
     "FacialPositionFocaliser",
+    "au_head_accuracy",
     "au21_vector",
     "reduced_channels",
 ]
@@ -289,7 +290,8 @@ class CVAFPFTask(MMNetTask):
     training_only = (*MMNetTask.training_only, "au_target")
     settings_class = CVAFPFTaskSettings
     report_figures = {"vertical_attention": "First CVA block: row weights beside test faces",
-                      "au_predictions": "Predicted AU probabilities of test faces"}
+                      "au_predictions": "Predicted AU probabilities of test faces",
+                      "au_head_accuracy": "AU head accuracy per AU vs the annotated AUs (p ≥ 0.5)"}
 
     # ------------------------------------------------------------------------------------ labels
     def run_tags(self) -> dict[str, str]:
@@ -425,6 +427,51 @@ class CVAFPFTask(MMNetTask):
             ax.set_title(title(cls.report_figures["au_predictions"]), fontsize=9)
             figures["au_predictions"] = figure
         return figures
+
+    @classmethod
+    def make_annotated_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str],
+                                      annotations: pd.DataFrame) -> dict[str, Any]:
+        """``make_report_figures`` plus, under ``predicted``, the AU head's accuracy per AU against the shown test
+        samples' annotated AUs (joined after prediction: evaluation only, never an input)."""
+        figures = cls.make_report_figures(extras, title)
+        probs = np.asarray(extras.get("au_probs", np.zeros((0, 0))), dtype=np.float32)
+        if probs.ndim == 2 and probs.shape[0] and probs.shape[1] == N_AUS and len(annotations) == probs.shape[0]:
+            targets = np.stack([au21_vector(codes) for codes in annotations["au_codes"]])
+            table = au_head_accuracy(probs, targets)
+            figures["au_head_accuracy"] = _au_accuracy_figure(
+                table, title(f"{cls.report_figures['au_head_accuracy']}, {probs.shape[0]} test faces"))
+        return figures
+
+
+def au_head_accuracy(probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> pd.DataFrame:
+    """Per AU (AU21_ORDER): how many samples carry it (``n_present``), the accuracy of ``probs >= threshold``
+    against ``targets`` (both (N, 21)) and the accuracy of always answering "absent" (``absent_baseline``)."""
+    predicted = np.asarray(probs) >= threshold
+    present = np.asarray(targets) > 0.5
+    return pd.DataFrame({
+        "au": [f"AU{a}" for a in AU21_ORDER],
+        "n_present": present.sum(axis=0).astype(np.int64),
+        "accuracy": (predicted == present).mean(axis=0),
+        "absent_baseline": 1.0 - present.mean(axis=0),
+    })
+
+
+def _au_accuracy_figure(table: pd.DataFrame, title: str):
+    """Bars: the AU head's accuracy per AU; ticks: the always-absent baseline; labels: samples carrying the AU."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = figure.subplots()
+    x = np.arange(len(table))
+    ax.bar(x, table["accuracy"], color="tab:blue", label="AU head (p ≥ 0.5)")
+    ax.scatter(x, table["absent_baseline"], marker="_", s=120, color="black", label="always absent")
+    ax.set_xticks(x, [f"{a}\n({n})" for a, n in zip(table["au"], table["n_present"], strict=True)], fontsize=6)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{title}; mean {table['accuracy'].mean():.3f} (always absent {table['absent_baseline'].mean():.3f})",
+                 fontsize=8)
+    return figure
 
 
 @register_model("cva_fpf", task=CVAFPFTask)

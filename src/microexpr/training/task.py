@@ -347,8 +347,9 @@ class Task:
         """Figures that may also read the shown test samples' annotations (evaluation only, after prediction).
 
         ``annotations``: one row per extras row, in the same order: ``sample_id``, ``fold``, ``y_true`` (class id),
-        ``label_true``, ``label`` and ``aus`` (the sample index's annotated AU items). The report extras themselves
-        were computed from test inputs before these were joined, so no prediction can depend on them.
+        ``label_true``, ``label``, ``aus`` (the sample index's annotated AU items) and ``au_codes`` (their AU
+        numbers). The report extras were computed from test inputs before these were joined, so no prediction can
+        depend on them.
         Default: ``make_report_figures(extras, title)`` (a task that needs no annotations overrides nothing)."""
         return cls.make_report_figures(extras, title)
 
