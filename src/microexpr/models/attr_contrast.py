@@ -23,7 +23,7 @@ import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple, VideoResNet
 
-from microexpr.data.au import describe_aus, parse_au_string
+from microexpr.data.au import describe_aus, facs_table, parse_au_string
 from microexpr.models import register_model
 from microexpr.training.augment import AugmentConfig, augment_batch, to_input_tensor
 from microexpr.training.runtime import Runtime
@@ -44,7 +44,9 @@ __all__ = [
     "AttrContrastSettings",
     "AttrContrastTask",
     "Stem3d",
+    "au_vocabulary",
     "cross_modal_contrastive_loss",
+    "nearest_au_hits",
     "video_resnet",
 ]
 
@@ -155,8 +157,9 @@ class AttrContrastTask(Task):
     training_only = ("tokens",)
     settings_class = AttrContrastSettings
     catalog_inputs = ("text_encoder",)
-    inference_modules = ("rgb_stream", "flow_stream", "classifier")  # the text branch is training-only
-    report_figures = {"embedding_tsne": "t-SNE of the video embedding z_m of test clips (coloured by prediction)"}
+    report_figures = {"embedding_tsne": "t-SNE of the video embedding z_m of test clips",
+                      "nearest_au": "Nearest single-AU FACS description to z_m (cosine, the fold's text branch)"}
+    nearest_k: ClassVar[int] = 3  # AU descriptions kept per shown clip
 
     def run_tags(self) -> dict[str, str]:
         """α and the text mode (and the false-negative mask when on): every output of the run states them."""
@@ -174,23 +177,18 @@ class AttrContrastTask(Task):
         """The sample's FACS attribute text (Table II names of its AUs), e.g. "cheek raiser, lip corner puller"."""
         return describe_aus(parse_au_string(row.get("au_raw")), definite_only=self.settings.definite_aus_only)
 
-    def input_sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]
-                            ) -> dict[str, np.ndarray]:
-        """The RGB and flow clips (prediction needs no text encoder: the text is training-only)."""
-        clip = features["attr_clips"]
-        rgb, flow = np.asarray(clip["rgb"]), np.asarray(clip["flow"])
-        if flow.shape[0] != rgb.shape[0]:
-            raise ValueError(f"{row['sample_id']}: attr_clips has {rgb.shape[0]} RGB frames but {flow.shape[0]} flow "
-                             "fields; recompute the feature (one flow field per frame)")
-        return {"rgb": rgb, "flow": flow.astype(np.float16)}
-
     def sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         encoder = self.resources.get("text_encoder")
         if encoder is None:
             raise ValueError(f"{self.name}: no text encoder was handed in (catalog entry 'text_encoder'); it "
                              "tokenizes the attribute text")
+        clip = features["attr_clips"]
+        rgb, flow = np.asarray(clip["rgb"]), np.asarray(clip["flow"])
+        if flow.shape[0] != rgb.shape[0]:
+            raise ValueError(f"{row['sample_id']}: attr_clips has {rgb.shape[0]} RGB frames but {flow.shape[0]} flow "
+                             "fields; recompute the feature (one flow field per frame)")
         tokens = encoder.tokenize([self.attribute_text(row)], self.settings.max_tokens)[0]
-        return {**self.input_sample_arrays(row, features), "tokens": tokens}
+        return {"rgb": rgb, "flow": flow.astype(np.float16), "tokens": tokens}
 
     @classmethod
     def example_arrays(cls, n: int, n_classes: int, rng: np.random.Generator, size: int = 32) -> dict[str, np.ndarray]:
@@ -273,40 +271,113 @@ class AttrContrastTask(Task):
 
     def report_extras(self, model: nn.Module, inputs: PredictInputs, rows: np.ndarray,
                       runtime: Runtime) -> dict[str, np.ndarray]:
-        """z_m and the predicted class of each shown test clip (test inputs only)."""
+        """z_m and the predicted class of each shown test clip and, when the tokenizer was handed in, the
+        ``nearest_k`` single-AU FACS descriptions nearest to z_m by cosine (``nearest_au``, ``nearest_cosine``).
+
+        The candidates are the whole FACS name table (each AU's text as ``attribute_text`` writes a one-AU set),
+        embedded by this fold's trained text branch: no test sample's annotation is read."""
         with runtime.autocast():
             outputs = self.forward(model, self.predict_inputs(inputs, rows, runtime), training=False)
-        return {"z_m": outputs["z_m"].detach().float().cpu().numpy().astype(np.float16),
-                "predicted": outputs["logits"].detach().float().argmax(1).cpu().numpy().astype(np.int64)}
+        z_m = outputs["z_m"].detach().float()
+        extras = {"z_m": z_m.cpu().numpy().astype(np.float16),
+                  "predicted": outputs["logits"].detach().float().argmax(1).cpu().numpy().astype(np.int64)}
+        encoder = self.resources.get("text_encoder")
+        if encoder is not None:
+            aus, texts = au_vocabulary()
+            tokens = torch.from_numpy(encoder.tokenize(texts, self.settings.max_tokens).astype(np.int64))
+            with runtime.autocast():
+                z_a = model.encode_text(tokens.to(runtime.device)).float()
+            cosine = F.normalize(z_m, dim=1) @ F.normalize(z_a, dim=1).T
+            best = cosine.topk(min(self.nearest_k, len(aus)), dim=1)
+            extras["nearest_au"] = np.asarray(aus, dtype=np.int64)[best.indices.cpu().numpy()]
+            extras["nearest_cosine"] = best.values.cpu().numpy().astype(np.float32)
+        return extras
 
     @classmethod
     def make_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str]) -> dict[str, Any]:
         """t-SNE (scikit-learn) of the pooled z_m of the shown test clips, coloured by predicted class."""
-        embedding = np.asarray(extras.get("z_m", np.zeros((0, 0))), dtype=np.float32)
-        if embedding.ndim != 2:
-            return {}
-        finite = np.isfinite(embedding).all(axis=1)  # a diverged fold (NaN) is left out, not plotted
-        embedding, predicted = embedding[finite], np.asarray(extras["predicted"])[finite]
-        if embedding.shape[0] < 5:
-            return {}
-        import matplotlib.pyplot as plt
-        from sklearn.manifold import TSNE
+        predicted = np.array([f"predicted class {c}" for c in np.asarray(extras.get("predicted", []))])
+        return _tsne_figures(extras, predicted, title, "predicted class")
 
-        n = embedding.shape[0]
-        points = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3.0), init="pca", random_state=0).fit_transform(
-            embedding)
-        figure, axis = plt.subplots(figsize=(5, 4.5))
-        for label in np.unique(predicted):
-            chosen = predicted == label
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=18, label=f"predicted class {label}")
-        axis.legend(fontsize=7)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.set_title(title(f"t-SNE of z_m, {n} test clips"), fontsize=8)
-        figure.tight_layout()
-        return {"embedding_tsne": figure}
+    @classmethod
+    def make_annotated_report_figures(cls, extras: Mapping[str, np.ndarray], title: Callable[[str], str],
+                                      annotations: pd.DataFrame) -> dict[str, Any]:
+        """The t-SNE coloured by the TRUE class and, for up to 8 shown clips, the nearest AU descriptions beside the
+        clip's annotated AUs (annotations joined after prediction: evaluation only)."""
+        figures = _tsne_figures(extras, annotations["label_true"].astype(str).to_numpy(), title, "true class")
+        nearest = np.asarray(extras.get("nearest_au", np.zeros((0, 0))))
+        if nearest.ndim == 2 and nearest.shape[0] and len(annotations) == nearest.shape[0]:
+            figures["nearest_au"] = _nearest_au_figure(extras, annotations, title(cls.report_figures["nearest_au"]))
+        return figures
 
 
+def au_vocabulary() -> tuple[list[int], list[str]]:
+    """Every AU of the FACS name table and its one-AU attribute text (as ``describe_aus`` writes it)."""
+    aus = sorted(facs_table())
+    return aus, [describe_aus(parse_au_string(str(au))) for au in aus]
+
+
+def nearest_au_hits(nearest: np.ndarray, au_codes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: is the nearest AU among its annotated AUs (top-1), is any of the kept ones (top-k)."""
+    sets = [{int(a) for a in (codes if codes is not None else [])} for codes in au_codes]
+    top1 = np.array([int(row[0]) in held for row, held in zip(nearest, sets, strict=True)])
+    topk = np.array([bool({int(a) for a in row} & held) for row, held in zip(nearest, sets, strict=True)])
+    return top1, topk
+
+
+def _tsne_figures(extras: Mapping[str, np.ndarray], groups: np.ndarray, title: Callable[[str], str],
+                  kind: str) -> dict[str, Any]:
+    embedding = np.asarray(extras.get("z_m", np.zeros((0, 0))), dtype=np.float32)
+    if embedding.ndim != 2:
+        return {}
+    finite = np.isfinite(embedding).all(axis=1)  # a diverged fold (NaN) is left out, not plotted
+    embedding, groups = embedding[finite], np.asarray(groups)[finite]
+    if embedding.shape[0] < 5:
+        return {}
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    n = embedding.shape[0]
+    points = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3.0), init="pca", random_state=0).fit_transform(
+        embedding)
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    for label in np.unique(groups):
+        chosen = groups == label
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=18, label=str(label))
+    axis.legend(fontsize=7)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_title(title(f"t-SNE of z_m, {n} test clips, by {kind}"), fontsize=8)
+    figure.tight_layout()
+    return {"embedding_tsne": figure}
+
+
+def _nearest_au_figure(extras: Mapping[str, np.ndarray], annotations: pd.DataFrame, title: str, shown: int = 8):
+    """A table: clip, true class, annotated AUs, nearest AU descriptions with their cosine; hit rates in the title
+    (over every shown clip)."""
+    import matplotlib.pyplot as plt
+
+    names = facs_table()
+    nearest = np.asarray(extras["nearest_au"])
+    cosine = np.asarray(extras["nearest_cosine"], dtype=np.float32)
+    top1, topk = nearest_au_hits(nearest, list(annotations["au_codes"]))
+    rows = []
+    for i in range(min(shown, nearest.shape[0])):
+        codes = annotations["au_codes"].iloc[i]
+        held = ", ".join(f"AU{int(a)}" for a in (codes if codes is not None else [])) or "none"
+        near = "; ".join(f"AU{int(a)} {names.get(int(a), '').lower()} ({c:.2f})"
+                         for a, c in zip(nearest[i], cosine[i], strict=True))
+        rows.append([str(annotations["sample_id"].iloc[i]), str(annotations["label_true"].iloc[i]), held, near])
+    figure, axis = plt.subplots(figsize=(11, 0.35 * len(rows) + 1.2))
+    axis.set_axis_off()
+    table = axis.table(cellText=rows, colLabels=["test clip", "true class", "annotated AUs", "nearest (cosine)"],
+                       loc="center", cellLoc="left", colWidths=[0.18, 0.1, 0.17, 0.55])
+    table.auto_set_font_size(False)
+    table.set_fontsize(6)
+    axis.set_title(f"{title}\nnearest AU annotated: {top1.mean():.2f} top-1, {topk.mean():.2f} top-{nearest.shape[1]} "
+                   f"({nearest.shape[0]} test clips)", fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 @register_model("attr_contrast", task=AttrContrastTask)
@@ -346,7 +417,7 @@ class AttrContrastNet(nn.Module):
 
     def inference_modules(self) -> list[nn.Module]:
         """What prediction uses: the two streams and the video classifier (BERT is dropped at inference)."""
-        return [getattr(self, name) for name in AttrContrastTask.inference_modules]
+        return [self.rgb_stream, self.flow_stream, self.classifier]
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = (tokens != self.pad_id).long()
