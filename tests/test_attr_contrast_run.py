@@ -31,6 +31,8 @@ def test_attr_contrast_end_to_end_with_the_catalog_text_encoder(tmp_path: Path) 
     np.testing.assert_allclose(history["train_loss"], total, rtol=1e-4)  # alpha 0.5 (Eq. 8)
     figure = latest(tmp_path, "08_reporting/attr_contrast/task_figures").joinpath("embedding_tsne.png")
     assert figure.stat().st_size > 1000
+    # the nearest AU descriptions by the fold's text branch, scored against the annotated AUs after prediction
+    assert figure.with_name("nearest_au.png").stat().st_size > 1000
     assert "embedding_tsne.png" in latest(tmp_path, "08_reporting/attr_contrast/report.md").read_text()
     runs = _mlflow_runs(tmp_path)
     parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
