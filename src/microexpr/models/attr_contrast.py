@@ -157,6 +157,7 @@ class AttrContrastTask(Task):
     training_only = ("tokens",)
     settings_class = AttrContrastSettings
     catalog_inputs = ("text_encoder",)
+    inference_modules = ("rgb_stream", "flow_stream", "classifier")  # the text branch is training-only
     report_figures = {"embedding_tsne": "t-SNE of the video embedding z_m of test clips",
                       "nearest_au": "Nearest single-AU FACS description to z_m (cosine, the fold's text branch)"}
     nearest_k: ClassVar[int] = 3  # AU descriptions kept per shown clip
@@ -177,18 +178,23 @@ class AttrContrastTask(Task):
         """The sample's FACS attribute text (Table II names of its AUs), e.g. "cheek raiser, lip corner puller"."""
         return describe_aus(parse_au_string(row.get("au_raw")), definite_only=self.settings.definite_aus_only)
 
-    def sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        encoder = self.resources.get("text_encoder")
-        if encoder is None:
-            raise ValueError(f"{self.name}: no text encoder was handed in (catalog entry 'text_encoder'); it "
-                             "tokenizes the attribute text")
+    def input_sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]
+                            ) -> dict[str, np.ndarray]:
+        """The RGB and flow clips (prediction needs no text encoder: the text is training-only)."""
         clip = features["attr_clips"]
         rgb, flow = np.asarray(clip["rgb"]), np.asarray(clip["flow"])
         if flow.shape[0] != rgb.shape[0]:
             raise ValueError(f"{row['sample_id']}: attr_clips has {rgb.shape[0]} RGB frames but {flow.shape[0]} flow "
                              "fields; recompute the feature (one flow field per frame)")
+        return {"rgb": rgb, "flow": flow.astype(np.float16)}
+
+    def sample_arrays(self, row: pd.Series, features: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        encoder = self.resources.get("text_encoder")
+        if encoder is None:
+            raise ValueError(f"{self.name}: no text encoder was handed in (catalog entry 'text_encoder'); it "
+                             "tokenizes the attribute text")
         tokens = encoder.tokenize([self.attribute_text(row)], self.settings.max_tokens)[0]
-        return {"rgb": rgb, "flow": flow.astype(np.float16), "tokens": tokens}
+        return {**self.input_sample_arrays(row, features), "tokens": tokens}
 
     @classmethod
     def example_arrays(cls, n: int, n_classes: int, rng: np.random.Generator, size: int = 32) -> dict[str, np.ndarray]:
@@ -275,7 +281,8 @@ class AttrContrastTask(Task):
         ``nearest_k`` single-AU FACS descriptions nearest to z_m by cosine (``nearest_au``, ``nearest_cosine``).
 
         The candidates are the whole FACS name table (each AU's text as ``attribute_text`` writes a one-AU set),
-        embedded by this fold's trained text branch: no test sample's annotation is read."""
+        embedded by this fold's trained text branch: no test sample's annotation is read. ``microexpr predict``
+        hands the task no text encoder (the saved model keeps no text branch), so it computes none of these."""
         with runtime.autocast():
             outputs = self.forward(model, self.predict_inputs(inputs, rows, runtime), training=False)
         z_m = outputs["z_m"].detach().float()
@@ -417,7 +424,7 @@ class AttrContrastNet(nn.Module):
 
     def inference_modules(self) -> list[nn.Module]:
         """What prediction uses: the two streams and the video classifier (BERT is dropped at inference)."""
-        return [self.rgb_stream, self.flow_stream, self.classifier]
+        return [getattr(self, name) for name in AttrContrastTask.inference_modules]
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = (tokens != self.pad_id).long()
