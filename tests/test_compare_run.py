@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.test_kedro_runs import PROJECT, _mlflow_runs, kedro, latest
+from tests.test_kedro_runs import _mlflow_runs, kedro, latest, notebook_namespace
 
 pytestmark = pytest.mark.slow
 MODELS = "mmnet,seam_demo"  # mmnet + the seam's demonstration model stand in for the five papers
@@ -53,30 +53,12 @@ def test_all_trains_then_compares_and_compare_alone_rebuilds_it(tmp_path: Path) 
     assert len(versions) == 2
     rebuilt = pd.read_csv(versions[-1] / "leaderboard.csv")
     pd.testing.assert_frame_equal(rebuilt, board)  # same stored tables, same seed: the same leaderboard
-    shown = notebook_namespace(tmp_path)["leaderboard"]  # the notebook shows the stored table, recomputes nothing
+    shown = compare_notebook_namespace(tmp_path)["leaderboard"]  # the notebook shows the stored table, recomputes nothing
     pd.testing.assert_frame_equal(shown, rebuilt)
 
 
-def notebook_namespace(data_root: Path) -> dict:
-    """Execute notebooks/compare_runs.ipynb's code cells on this run's MLflow store; return their variables."""
-    import json
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    cells = json.loads((PROJECT / "notebooks" / "compare_runs.ipynb").read_text())["cells"]
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{data_root}/mlflow.db"
-    namespace: dict = {}
-    try:
-        for cell in cells:
-            if cell["cell_type"] == "code":
-                exec("".join(cell["source"]), namespace)  # noqa: S102 - our own notebook
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI")
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-    assert len(namespace["folds"]) == 8  # the fold runs of both models, not the comparison run
+def compare_notebook_namespace(data_root: Path) -> dict:
+    """The notebook's variables on this run's store: the fold runs of both models, not the comparison run."""
+    namespace = notebook_namespace(data_root)
+    assert len(namespace["folds"]) == 8
     return namespace

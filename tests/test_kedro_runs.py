@@ -126,16 +126,17 @@ def assert_same_predictions_as_golden(predictions: pd.DataFrame) -> None:
     assert abs(difference).max() <= 1e-5, abs(difference).max()
 
 
-def run_notebook_against(data_root: Path) -> None:
-    """Execute notebooks/compare_runs.ipynb's code cells on this run's MLflow store (Agg backend)."""
+def notebook_namespace(data_root: Path) -> dict:
+    """Execute notebooks/compare_runs.ipynb's code cells on this run's MLflow store (Agg backend); return their
+    variables."""
     import matplotlib
 
     matplotlib.use("Agg")
     cells = json.loads((PROJECT / "notebooks" / "compare_runs.ipynb").read_text())["cells"]
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{data_root}/mlflow.db"
+    namespace: dict = {}
     try:
-        namespace: dict = {}
         for cell in cells:
             if cell["cell_type"] == "code":
                 exec("".join(cell["source"]), namespace)  # noqa: S102 - our own notebook
@@ -144,6 +145,12 @@ def run_notebook_against(data_root: Path) -> None:
             os.environ.pop("MLFLOW_TRACKING_URI")
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
+    return namespace
+
+
+def run_notebook_against(data_root: Path) -> None:
+    """The notebook runs on this run's store and shows its one run and four folds."""
+    namespace = notebook_namespace(data_root)
     assert len(namespace["table"]) == 1 and 0 <= namespace["table"]["honest uf1"].iloc[0] <= 1
     assert len(namespace["folds"]) == 4
 

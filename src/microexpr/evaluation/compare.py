@@ -83,7 +83,7 @@ class ModelResult:
 
     @property
     def label(self) -> str:
-        """``model``, its tags and a visible leak mark: ``cva_fpf (au_source=gt) [LEAK: au_leak]``."""
+        """``model``, its tags and a visible leak mark: ``model (key=value) [LEAK: au_leak]``."""
         text = self.model
         if self.tags:
             text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items())) + ")"
