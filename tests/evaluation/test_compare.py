@@ -174,6 +174,14 @@ def test_compare_node_names_missing_models_and_the_report_labels_leaks_and_refus
     assert markdown.startswith("# Model comparison · casme2 · emotion5 · includes leaky rows (au_leak)")
     assert "Models without stored results" in markdown and "mol" in markdown
     assert "cva_fpf (au_source=ground_truth) [LEAK: au_leak]" in markdown
+    leaderboard_sections = [part for part in markdown.split("\n## ")[1:]
+                            if not part.startswith(("What test-subject", "Paired", "MEGC"))]
+    assert any("leaky setting `au_leak`" in part for part in leaderboard_sections)
+    for part in leaderboard_sections:  # a leaderboard table holds honest rows or one leak's rows, never both
+        rows = [line for line in part.splitlines()[1:] if line.startswith("| ") and not line.startswith("| model")]
+        leaky = ["[LEAK: au_leak]" in row for row in rows]
+        assert rows and (all(leaky) or not any(leaky)), part
+        assert all(leaky) == ("leaky setting" in part.splitlines()[0])
     assert "**Refused** mmnet vs samer (honest): mmnet and samer (honest) do not cover the same samples" in markdown
     assert "Not compared: cva_fpf (au_source=ground_truth) [LEAK: au_leak] vs mmnet" in markdown
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "forest.png" not in html  # no pair to plot

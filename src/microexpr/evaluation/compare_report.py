@@ -102,8 +102,14 @@ def render_comparison_markdown(
     if board.empty:
         lines.append("No stored results to compare.")
         return "\n".join(lines) + "\n"
+    leak_of = board["leak"].fillna("").astype(str)
     for metric in LEADERBOARD_METRICS:
-        lines += [f"## {METRIC_LABELS.get(metric, metric)}", "", *_side_by_side(board, metric), ""]
+        name = METRIC_LABELS.get(metric, metric)
+        if (leak_of == "").any():
+            lines += [f"## {name}", "", *_side_by_side(board[leak_of == ""], metric), ""]
+        for leak in leaks:  # a leaky setting gets its own table: never a row beside honest results
+            lines += [f"## {name} — leaky setting `{leak}` (test annotations fed to the model; not honest results)",
+                      "", *_side_by_side(board[leak_of == leak], metric), ""]
     if not gap.empty:
         lines += ["## What test-subject epoch picking hides (honest − oracle_epoch)", ""]
         rows = [[r.label, r.scope, METRIC_LABELS.get(r.metric, r.metric), _fmt(r.honest), _fmt(r.validated_epoch),
