@@ -2,19 +2,22 @@
 
 OURS: what ``train_fold`` runs per batch through ``AttrContrastTask``: the clips come from the in-memory input
 bundle (uint8 RGB, float16 flow, int32 token ids tokenized once when the bundle is built), are normalised on the
-device, then forward (both 3D-ResNets + BERT), the three-term loss, backward and the Adam step.
+device, then forward (both 3D-ResNets + BERT), the three-term loss, backward and the Adam step. Memory layout as
+``train_fold`` resolves it (``channels_last: auto``: channels_last_3d for the 3D-ResNets on a CPU).
 
 BASELINE (reference-style; the paper has no public code, so this is the usual two-stream 3D-CNN data path): a
 ``torch.utils.data.Dataset`` whose ``__getitem__`` decodes the sample's 16 RGB JPEG frames and its 16 flow fields
 (u and v each stored as an 8-bit JPEG, ±``FLOW_BOUND`` px mapped to 0..255, the two-stream convention) from disk
 with ``cv2.imread``, converts, normalises and stacks them on the CPU, and a collate that tokenizes the batch's AU
-texts with the tokenizer; DataLoader ``num_workers=0``, fp32; the same forward, loss, backward and Adam step.
+texts with the tokenizer; DataLoader ``num_workers=0``, fp32, NCDHW (contiguous); the same forward, loss, backward
+and Adam step.
 
 Each side runs in its own spawned process (so peak-memory high-water marks do not mix): one untimed warm-up step,
 then ``--steps`` timed steps. Reported: seconds per step, samples/s, the ratio ours/baseline, and the peak memory
 of a step (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS above its RSS after the model was built).
 ``--ours-precision auto`` additionally times our step at the precision ``precision: auto`` picks (not equal
-precision: a separate line).
+precision: a separate line). Roofline: the FLOPs of the step are counted on the baseline's warm-up step and both
+sides' achieved GFLOP/s are set beside a 2048² fp32 matmul's rate measured in the same run (benchmarks/roofline.py).
 
 Usage:
     python benchmarks/attr_contrast_step.py [--size 112] [--frames 16] [--batch-size 8] [--steps 3] [--device auto]
@@ -33,13 +36,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from roofline import counted_gflop, matmul_peak_gflops, roofline_lines
 from torch.utils.data import DataLoader, Dataset
 
 from microexpr.datasets.text_encoder import TextEncoderDataset
 from microexpr.models import build_model, build_task
 from microexpr.training.augment import IMAGENET_MEAN, IMAGENET_STD
 from microexpr.training.loop import OptimizerConfig, _train_data, build_optimizer
-from microexpr.training.runtime import resolve_runtime
+from microexpr.training.runtime import place_model, resolve_runtime
 from microexpr.training.task import FoldContext, Streams
 
 CLASSES = 5
@@ -108,8 +112,8 @@ def _side(kind: str, args: dict[str, Any], queue: Any) -> None:
     task = build_task("attr_contrast", {"max_tokens": 32}, {"text_encoder": encoder})
     model = build_model("attr_contrast", CLASSES, **task.model_options())
     precision = args["precision"] if kind == "ours" else "fp32"
-    runtime = resolve_runtime(args["device"], precision, False, model)
-    model = model.to(runtime.device).train()
+    runtime = resolve_runtime(args["device"], precision, "auto" if kind == "ours" else False, model)
+    model = place_model(model, runtime).train()
     optimizer = build_optimizer(task.param_groups(model), OptimizerConfig(name="Adam", lr=1e-4, weight_decay=0.0))
     n, batch = args["n"], args["batch_size"]
     rgb, flow, y = _clips(n, args["frames"], args["size"])
@@ -160,7 +164,7 @@ def _side(kind: str, args: dict[str, Any], queue: Any) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up
+    gflop = counted_gflop(step) / batch  # the warm-up step, counted
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -175,7 +179,8 @@ def _side(kind: str, args: dict[str, Any], queue: Any) -> None:
         peak = max(0.0, _peak_rss_mb() - base)
     seconds = (time.perf_counter() - started) / args["steps"]
     queue.put({"kind": kind, "precision": runtime.precision, "device": str(runtime.device), "s_per_step": seconds,
-               "samples_per_s": batch / seconds, "peak_mb": peak})
+               "samples_per_s": batch / seconds, "peak_mb": peak, "gflop_per_sample": gflop,
+               "layout": str(runtime.memory_format).removeprefix("torch.")})
 
 
 def run_side(kind: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -214,9 +219,16 @@ def main() -> None:
     if options.ours_precision != "fp32":
         rows.append(run_side("ours", {**args, "precision": options.ours_precision}))
     for row in rows:
-        print(f"  {row['kind']:8s} {row['device']:5s} {row['precision']:5s} {row['s_per_step']:8.3f} s/step "
-              f"{row['samples_per_s']:7.2f} samples/s  peak {row['peak_mb']:8.1f} MiB per step")
+        print(f"  {row['kind']:8s} {row['device']:5s} {row['precision']:5s} {row['layout']:20s} "
+              f"{row['s_per_step']:8.3f} s/step {row['samples_per_s']:7.2f} samples/s  "
+              f"peak {row['peak_mb']:8.1f} MiB per step")
     print(f"ratio ours/baseline at equal precision (fp32): {baseline['s_per_step'] / ours['s_per_step']:.2f}x")
+    peak = matmul_peak_gflops(torch.device(baseline["device"]), torch.float32)
+    print(f"roofline: one training step = {baseline['gflop_per_sample']:.2f} GFLOP per sample (counted); fp32 2048² "
+          f"matmul (best of 5) {peak:.0f} GFLOP/s")
+    for line in roofline_lines(baseline["gflop_per_sample"], peak,
+                               {"baseline": baseline["samples_per_s"], "ours fp32": ours["samples_per_s"]}):
+        print(f"  {line}")
     if len(rows) == 3:
         print(f"ratio ours ({rows[2]['precision']})/baseline (fp32), not equal precision: "
               f"{baseline['s_per_step'] / rows[2]['s_per_step']:.2f}x")

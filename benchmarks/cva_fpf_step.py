@@ -12,7 +12,9 @@ code``, ``head: code``) with the AU vector given as an input (``au_source: annot
 the arithmetic is identical and only the input pipeline and step differ. Each side runs in its own spawned
 process, so its peak memory (CPU: peak RSS; CUDA: ``max_memory_allocated``) is its own. One warm-up step each
 is excluded. fc1 (100352 -> 512) is 67 % of the parameters: AdamW keeps two moments per parameter, so the
-optimiser state alone is ~0.6 GB.
+optimiser state alone is ~0.6 GB. Roofline: the FLOPs of one training step are counted on the baseline's warm-up
+step and both sides' achieved GFLOP/s are set beside a 2048² fp32 matmul's rate measured in the same run
+(benchmarks/roofline.py): most of this step is matrix products (the Swin blocks and fc1).
 
 Usage:
     python benchmarks/cva_fpf_step.py [--batch-size 8] [--steps 3] [--size 224] [--device auto] [--threads N]
@@ -36,6 +38,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mmnet_train_throughput as base  # noqa: E402  (the reference-style loader and frame writer are shared)
+from roofline import counted_gflop, matmul_peak_gflops, roofline_lines  # noqa: E402
 
 from microexpr.models import build_model  # noqa: E402
 from microexpr.training.loop import train_fold  # noqa: E402
@@ -57,7 +60,8 @@ def _au_vectors(n: int) -> np.ndarray:
 
 def baseline_side(clips: list[Path], batch: int, steps: int, size: int, device_name: str, threads: int | None,
                   queue) -> None:
-    """Reference-style training in this (child) process: puts (samples/s, data share, peak MB) on ``queue``."""
+    """Reference-style training in this (child) process: puts (samples/s, data share, peak MB, GFLOP per sample of
+    a training step, counted on the untimed warm-up step) on ``queue``."""
     if threads:
         torch.set_num_threads(threads)
     base.SIZE = size
@@ -79,16 +83,23 @@ def baseline_side(clips: list[Path], batch: int, steps: int, size: int, device_n
         au = aus[positions].to(device)
         if step > 0:
             data_seconds += time.perf_counter() - tick
-        loss = F.cross_entropy(model(onset=onset, apex=apex, au=au)["logits"], label)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        float(loss.detach())
+
+        def train_step() -> float:
+            loss = F.cross_entropy(model(onset=onset, apex=apex, au=au)["logits"], label)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        if step == 0:
+            gflop = counted_gflop(train_step) / batch
+        else:
+            train_step()
         if step == 0:
             timed_start = time.perf_counter()
         tick = time.perf_counter()
     seconds = time.perf_counter() - timed_start
-    queue.put((batch * steps / seconds, data_seconds / seconds, _peak_memory_mb(device)))
+    queue.put((batch * steps / seconds, data_seconds / seconds, _peak_memory_mb(device), gflop))
 
 
 def ours_side(clips: list[Path], batch: int, steps: int, size: int, device_name: str, threads: int | None,
@@ -139,12 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         base.SIZE = args.size
         clips = base.write_clips(Path(tmp), np.random.default_rng(0))
         common = (clips, args.batch_size, args.steps, args.size, args.device, args.threads)
-        baseline, data_share, baseline_mb = _run(baseline_side, *common)
+        baseline, data_share, baseline_mb, gflop = _run(baseline_side, *common)
         ours, setting, ours_mb = _run(ours_side, *common)
     report(f"baseline (reference-style: JPEG decode + per-sample torchvision per step, fp32, NCHW): {baseline:.2f} "
            f"samples/s ({100 * data_share:.0f}% of its time loading data), peak memory {baseline_mb:.0f} MB\n")
     report(f"ours (train_fold, CVA-FPF task; {setting}): {ours:.2f} samples/s, peak memory {ours_mb:.0f} MB\n")
     report(f"ours/baseline at equal precision (fp32): {ours / baseline:.2f}x\n")
+    matmul = matmul_peak_gflops(device, torch.float32)
+    report(f"roofline: one training step = {gflop:.1f} GFLOP per sample (counted); fp32 2048² matmul (best of 5) "
+           f"{matmul:.0f} GFLOP/s\n")
+    for line in roofline_lines(gflop, matmul, {"baseline": baseline, "ours": ours}):
+        report(f"  {line}\n")
     return 0
 
 

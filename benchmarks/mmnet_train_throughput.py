@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from roofline import matmul_peak_gflops
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -203,19 +204,6 @@ def ours_samples_per_s(
     outcome = train_fold("mmnet", {}, inputs, np.arange(batch * steps), no_test, cfg, seed=0)
     setting = f"{outcome.device}, {outcome.precision}, channels_last={outcome.channels_last}"
     return float(outcome.history["samples_per_s"].iloc[0]), setting, warm_up
-
-
-def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s of a ``size``² matmul in ``dtype`` on ``device`` (the device's practical peak)."""
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(device, dtype)
-    b = torch.randn(size, size, generator=generator).to(device, dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        started = time.perf_counter()
-        (a @ b).sum().item()
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -17,7 +17,9 @@ sample's JPEG for the mouth (Region Replacing), plus the 100-slot AU one-hot; a 
 
 Both train the same freshly built SAMER (``build_model("samer", 5)``, 24.3 M parameters) at 224², same batch
 size, device and thread count; one warm-up step each is excluded. The headline ratio is ours/baseline at equal
-precision (fp32). Composites: London face photos (MICROEXPR_FACES or ../shared/faces/london) as the grey channel
+precision (fp32). Roofline: the FLOPs of one training step are counted (torch's FlopCounterMode, on the baseline's
+warm-up step) and each side's achieved GFLOP/s is set beside a 2048² fp32 matmul's rate measured in the same run
+(benchmarks/roofline.py). Composites: London face photos (MICROEXPR_FACES or ../shared/faces/london) as the grey channel
 with random flow-like maps, else noise, written as 224² JPEGs (PIL's default quality 75, as the reference).
 
 Usage:
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from roofline import counted_gflop, matmul_peak_gflops, roofline_lines
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -48,7 +51,6 @@ from microexpr.training.loop import train_fold
 from microexpr.training.runtime import resolve_runtime
 
 DEFAULT_FACES = str(Path(__file__).resolve().parents[2] / "shared" / "faces" / "london")
-GFLOP_PER_SAMPLE = 3 * 3.75  # forward + backward of SAMER at 224² (docs/models.md: 3.75 GFLOPs forward)
 SIZE = 224
 CLASSES = 5
 POOL = 40  # distinct composites on disk; samples beyond reuse them cyclically
@@ -127,8 +129,9 @@ def reference_wscl(features: torch.Tensor, au: torch.Tensor, temperature: float 
 
 
 def baseline_samples_per_s(paths: list[Path], labels: np.ndarray, aus: list[str], batch: int, steps: int,
-                           device: torch.device) -> tuple[float, float]:
-    """Reference-style training: (samples/s over ``steps`` timed steps, share of time spent loading data)."""
+                           device: torch.device) -> tuple[float, float, float]:
+    """Reference-style training: (samples/s over ``steps`` timed steps, share of time spent loading data, GFLOP per
+    sample of one training step, counted on the untimed warm-up step)."""
     torch.manual_seed(0)
     random.seed(0)
     model = build_model("samer", num_classes=CLASSES, fusion="logits").to(device).train()
@@ -143,18 +146,26 @@ def baseline_samples_per_s(paths: list[Path], labels: np.ndarray, aus: list[str]
         eyes, mouth, label, au = eyes.to(device), mouth.to(device), label.to(device), au.to(device)
         if step > 0:
             data_seconds += time.perf_counter() - tick
-        out = model(eyes=eyes, mouth=mouth)
-        cls = sum(F.cross_entropy(out["heads"][k], label, weight=weight, label_smoothing=0.1) for k in ("eyes", "mouth"))
-        loss = 0.7 * cls + 0.3 * reference_wscl(out["features"], au)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        float(loss.detach())  # the reference accumulates the loss; this also synchronises CUDA
+
+        def train_step() -> float:
+            out = model(eyes=eyes, mouth=mouth)
+            cls = sum(F.cross_entropy(out["heads"][k], label, weight=weight, label_smoothing=0.1)
+                      for k in ("eyes", "mouth"))
+            loss = 0.7 * cls + 0.3 * reference_wscl(out["features"], au)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())  # the reference accumulates the loss; this also synchronises CUDA
+
+        if step == 0:
+            gflop_per_sample = counted_gflop(train_step) / eyes.shape[0]
+        else:
+            train_step()
         if step == 0:
             timed_start = time.perf_counter()
         tick = time.perf_counter()
     seconds = time.perf_counter() - timed_start
-    return batch * steps / seconds, data_seconds / seconds
+    return batch * steps / seconds, data_seconds / seconds, gflop_per_sample
 
 
 def our_inputs(images: list[np.ndarray], labels: np.ndarray, aus: list[str]) -> dict[str, np.ndarray]:
@@ -206,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             Image.fromarray(images[i]).save(path)  # PIL's default JPEG quality, as the reference
             paths.append(path)
         decoded = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-        baseline, data_share = baseline_samples_per_s([paths[i % POOL] for i in range(n)], labels, aus,
+        baseline, data_share, gflop = baseline_samples_per_s([paths[i % POOL] for i in range(n)], labels, aus,
                                                       args.batch_size, args.steps, device)
     inputs = our_inputs(decoded, labels, aus)
     runs = {"fp32": {"precision": "fp32"}}
@@ -214,14 +225,18 @@ def main(argv: list[str] | None = None) -> int:
         runs["fp32 compiled"] = {"precision": "fp32", "compile": True}
     ours = {name: ours_samples_per_s(inputs, args.batch_size, args.steps, {"device": args.device, **cfg})
             for name, cfg in runs.items()}
+    peak = matmul_peak_gflops(device, torch.float32)
     report(f"baseline (reference-style: JPEG decode + torchvision per sample and per RR partner, fp32, NCHW, "
-           f"num_workers=0): {baseline:.2f} samples/s ({100 * data_share:.0f}% of its time loading data; "
-           f"{baseline * GFLOP_PER_SAMPLE:.0f} GFLOP/s)\n")
+           f"num_workers=0): {baseline:.2f} samples/s ({100 * data_share:.0f}% of its time loading data)\n")
     for name, (rate, setting) in ours.items():
-        report(f"ours {name} (train_fold, SAMER's task; {setting}): {rate:.2f} samples/s "
-               f"({rate * GFLOP_PER_SAMPLE:.0f} GFLOP/s)\n")
+        report(f"ours {name} (train_fold, SAMER's task; {setting}): {rate:.2f} samples/s\n")
     for name, (rate, _) in ours.items():
         report(f"ours/baseline at equal precision ({name}): {rate / baseline:.2f}x\n")
+    report(f"roofline: one training step = {gflop:.2f} GFLOP per sample (counted); fp32 2048² matmul (best of "
+           f"5) {peak:.0f} GFLOP/s\n")
+    rates = {"baseline": baseline, **{f"ours {name}": rate for name, (rate, _) in ours.items()}}
+    for line in roofline_lines(gflop, peak, rates):
+        report(f"  {line}\n")
     return 0
 
 

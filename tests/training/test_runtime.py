@@ -1,15 +1,25 @@
-"""Device, precision and memory layout: the CPU precision probe decides bf16 vs fp32; channels_last only for 2-D convs."""
+"""Device, precision and memory layout: the CPU precision probe decides bf16 vs fp32; the channels-last layout
+follows the rank of the convolutions."""
 
 from __future__ import annotations
 
+import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from microexpr.training import runtime as rt
-from microexpr.training.runtime import cpu_prefers_bf16, model_allows_channels_last, resolve_runtime
+from microexpr.training.augment import to_input_tensor
+from microexpr.training.runtime import (
+    conv_spatial_dims,
+    cpu_prefers_bf16,
+    model_allows_channels_last,
+    place_model,
+    resolve_runtime,
+)
 
 
 @pytest.fixture
@@ -62,14 +72,60 @@ def test_the_real_probe_times_both_precisions_without_moving_the_global_rng() ->
     assert torch.equal(torch.random.get_rng_state(), before)
 
 
-def test_channels_last_auto_only_for_models_with_2d_convolutions_only() -> None:
-    conv3d = nn.Sequential(nn.Conv3d(3, 4, 3), nn.Conv2d(4, 4, 1))
+def test_channels_last_auto_follows_the_rank_of_the_convolutions() -> None:
+    mixed = nn.Sequential(nn.Conv3d(3, 4, 3), nn.Conv2d(4, 4, 1))
+    conv3d = nn.Sequential(nn.Conv3d(3, 4, 3), nn.Linear(4, 2))
     linear = nn.Linear(4, 2)
-    assert model_allows_channels_last(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2)))
-    assert not model_allows_channels_last(conv3d)
-    assert not model_allows_channels_last(linear)
-    assert resolve_runtime("cpu", "fp32", "auto", nn.Conv2d(3, 4, 3)).channels_last
-    assert not resolve_runtime("cpu", "fp32", "auto", conv3d).channels_last
+    assert conv_spatial_dims(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2))) == 2
+    assert conv_spatial_dims(conv3d) == 3
+    assert conv_spatial_dims(mixed) is None and conv_spatial_dims(linear) is None
+    assert not model_allows_channels_last(mixed) and not model_allows_channels_last(linear)
+    two_d = resolve_runtime("cpu", "fp32", "auto", nn.Conv2d(3, 4, 3))
+    assert two_d.channels_last and two_d.memory_format == torch.channels_last
+    three_d = resolve_runtime("cpu", "fp32", "auto", conv3d)
+    assert three_d.channels_last and three_d.memory_format == torch.channels_last_3d
+    assert not resolve_runtime("cpu", "fp32", "auto", mixed).channels_last
     assert resolve_runtime("cpu", "fp32", "auto").channels_last  # no model given: the device decides
-    with pytest.raises(ValueError, match="5-D"):
-        resolve_runtime("cpu", "fp32", True, conv3d)
+    with pytest.raises(ValueError, match="mixes them"):
+        resolve_runtime("cpu", "fp32", True, mixed)
+
+
+class _GatedConv(nn.Module):
+    """A 2-D convolution beside a 5-D broadcast parameter (SAMER's shuffle-attention gates look like this)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gate = nn.Parameter(torch.randn(1, 2, 2, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return (y.reshape(y.shape[0], 2, 2, *y.shape[2:]) * self.gate).flatten(1, 2)
+
+
+def test_place_model_lays_out_convolution_weights_only() -> None:
+    model = _GatedConv()
+    gate_strides = model.gate.stride()
+    runtime = resolve_runtime("cpu", "fp32", "auto", model)
+    placed = place_model(model, runtime)  # Module.to(memory_format=channels_last) raises on the 5-D gate
+    assert placed.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not placed.conv.weight.is_contiguous()
+    assert placed.gate.stride() == gate_strides
+
+
+def test_channels_last_3d_training_step_matches_the_contiguous_one() -> None:
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
+                              nn.Conv3d(8, 4, 3, stride=2), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+    laid_out = place_model(copy.deepcopy(reference), resolve_runtime("cpu", "fp32", "auto", reference))
+    assert laid_out[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    clips = np.random.default_rng(0).integers(0, 256, (2, 6, 10, 10, 3), dtype=np.uint8)  # (N, T, H, W, C)
+    plain = to_input_tensor(clips, (0.5,) * 3, (0.25,) * 3, channels_last=False)
+    nd = to_input_tensor(clips, (0.5,) * 3, (0.25,) * 3, channels_last=True)
+    assert nd.is_contiguous(memory_format=torch.channels_last_3d) and not nd.is_contiguous()
+    assert torch.equal(plain, nd)
+    outputs = [model(x) for model, x in ((reference, plain), (laid_out, nd))]
+    for out in outputs:
+        out.square().sum().backward()
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(laid_out[0].weight.grad, reference[0].weight.grad, rtol=1e-4, atol=1e-4)

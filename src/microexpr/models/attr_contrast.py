@@ -220,7 +220,7 @@ class AttrContrastTask(Task):
         return prototypes
 
     def _clips(self, arrays: Mapping[str, np.ndarray], rows: np.ndarray, runtime: Runtime) -> dict[str, torch.Tensor]:
-        return {name: to_input_tensor(arrays[name][rows], spec.mean, spec.std, runtime.device)
+        return {name: to_input_tensor(arrays[name][rows], spec.mean, spec.std, runtime.device, runtime.channels_last)
                 for name, spec in self.model_inputs.items()}
 
     def train_batch(self, fold: FoldContext, batch_pos: np.ndarray, streams: Streams,

@@ -245,9 +245,11 @@ def jitter_color(frames: list[torch.Tensor], factors: torch.Tensor) -> list[torc
 
 
 def _memory_format(images: torch.Tensor) -> torch.memory_format:
-    """channels_last when ``images`` is laid out NHWC (and not trivially both), else contiguous."""
-    if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
-        return torch.channels_last
+    """channels_last (NHWC) / channels_last_3d (NDHWC) when ``images`` is laid out so (and not trivially both),
+    else contiguous."""
+    layout = torch.channels_last if images.ndim == 4 else torch.channels_last_3d if images.ndim == 5 else None
+    if layout is not None and images.is_contiguous(memory_format=layout) and not images.is_contiguous():
+        return layout
     return torch.contiguous_format
 
 
@@ -405,10 +407,7 @@ def augment_batch(
     stacked = [_as_channels(part) for part in parts]
     moved = _apply_geometry(torch.cat(stacked, dim=1), params, cfg).split([s.shape[1] for s in stacked], dim=1)
     restored = [m.reshape(p.shape) for m, p in zip(moved, parts, strict=True)]
-    out_images = [
-        m.contiguous(memory_format=memory_format) if m.ndim == 4 else m.contiguous()
-        for m in restored[: len(images)]
-    ]
+    out_images = [m.contiguous(memory_format=memory_format) for m in restored[: len(images)]]
     out_flows = [transform_flow_vectors(f, params) for f in restored[len(images):]]
     out_points = [transform_points(p, params, height, width, mirror) for p in points]
     return AugmentedBatch(out_images, out_flows, out_points)
@@ -487,15 +486,16 @@ def to_input_tensor(
     """Channels-last numpy (N, H, W, C) or (N, T, H, W, C) → float32 (N, C, H, W) / (N, C, T, H, W) on ``device``.
 
     uint8 arrays are scaled to [0, 1] and then normalised per channel by ``mean``/``std`` (None: no
-    normalisation); float arrays (flow in pixels) are normalised as they are. ``channels_last`` keeps the NHWC
-    memory layout of 4-D images (no copy); clips are always made contiguous.
+    normalisation); float arrays (flow in pixels) are normalised as they are. ``channels_last`` keeps the
+    array's channels-last memory layout (no copy): NHWC images come out ``channels_last``, NTHWC clips
+    ``channels_last_3d``.
     """
     if array.ndim not in (4, 5):
         raise ValueError(f"expected (N, H, W, C) or (N, T, H, W, C), got shape {array.shape}")
     raw = torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
     order = (0, 3, 1, 2) if array.ndim == 4 else (0, 4, 1, 2, 3)
     tensor = raw.permute(*order).float()
-    if array.ndim == 5 or not channels_last:
+    if not channels_last:
         tensor = tensor.contiguous()
     channels = tensor.shape[1]
     view = (1, channels) + (1,) * (tensor.ndim - 2)

@@ -38,7 +38,7 @@ from torch import nn
 
 from microexpr.models import build_model, build_task
 from microexpr.training.inputs import check_bundle
-from microexpr.training.runtime import Runtime, resolve_runtime
+from microexpr.training.runtime import Runtime, place_model, resolve_runtime
 from microexpr.training.task import FoldContext, PredictInputs, Streams, Task, TrainData
 
 logger = logging.getLogger(__name__)
@@ -576,7 +576,7 @@ def train_fold(
                          "from the model parameter block")
     model = _build_seeded_model(model_name, len(data.classes), {**dict(model_cfg or {}), **options}, seed)
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, model)
-    model = model.to(runtime.device, memory_format=runtime.memory_format)
+    model = place_model(model, runtime)
     optimizer = build_optimizer(task.param_groups(model), cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.epochs)
     decay = cfg.epochs if cfg.scheduler.decay_epochs is None else cfg.scheduler.decay_epochs

@@ -6,8 +6,12 @@
   AVX512-BF16 CPU without AMX ran MMNet's training step slower in bf16 than in fp32; issue 9). The verdict is
   cached for the process and in a small JSON file per CPU model and torch version (``MICROEXPR_CACHE_DIR``,
   default ``~/.cache/microexpr``), so the probe runs once per machine.
-- channels_last ``auto``: on (CUDA or CPU) when the model's convolution weights are all 4-D; off when any weight is
-  5-D (3-D convolutions cannot use the 2-D channels_last layout) or when the model has no 4-D weight at all.
+- channels_last ``auto``: the channels-last layout of the model's convolutions. Models whose convolutions are all 2-D
+  get ``channels_last`` (CUDA or CPU); models whose convolutions are all 3-D get ``channels_last_3d`` on a CPU,
+  where it was measured faster (a 3D-ResNet10 stream at 16×112², forward + backward: 1.2× at batch 4, 1.4× at
+  batch 8; docs/performance.md), and stay contiguous on CUDA, where it has not been measured. Off for models that
+  mix 2-D and 3-D convolutions or have none. Only convolution weights change layout: other 4-D/5-D parameters
+  (e.g. broadcast gate parameters) keep theirs.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ __all__ = [
     "PRECISIONS",
     "Runtime",
     "cpu_prefers_bf16",
+    "conv_spatial_dims",
     "model_allows_channels_last",
+    "place_model",
     "resolve_runtime",
 ]
 
@@ -49,6 +55,7 @@ class Runtime:
     device: torch.device
     precision: str
     channels_last: bool
+    spatial_dims: int = 2  # 2: NHWC (channels_last), 3: NDHWC (channels_last_3d) when channels_last
 
     def autocast(self) -> Any:
         """bf16 autocast on the device, or a no-op context in fp32."""
@@ -58,7 +65,9 @@ class Runtime:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
+        if not self.channels_last:
+            return torch.contiguous_format
+        return torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -144,10 +153,31 @@ def cpu_prefers_bf16() -> bool:
     return faster
 
 
+_CONVOLUTIONS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def conv_spatial_dims(model: nn.Module) -> int | None:
+    """2 when the model's convolutions are all 2-D, 3 when all 3-D, None when it mixes them or has none."""
+    dims = {module.weight.dim() - 2 for module in model.modules() if isinstance(module, _CONVOLUTIONS)}
+    return dims.pop() if len(dims) == 1 else None
+
+
 def model_allows_channels_last(model: nn.Module) -> bool:
-    """True when the model has 4-D weights (2-D convolutions) and no 5-D ones (3-D convolutions)."""
-    ranks = {parameter.dim() for parameter in model.parameters()}
-    return 4 in ranks and 5 not in ranks
+    """True when one channels-last layout fits every convolution of the model (all 2-D or all 3-D)."""
+    return conv_spatial_dims(model) is not None
+
+
+def place_model(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """Move ``model`` to the runtime's device and give its convolution weights the runtime's memory layout.
+
+    ``Module.to(memory_format=...)`` would also re-lay out every other 4-D/5-D parameter (and fail on a 5-D one
+    under the 2-D format), so only convolution weights are converted."""
+    model = model.to(runtime.device)
+    if runtime.channels_last:
+        for module in model.modules():
+            if isinstance(module, _CONVOLUTIONS):
+                module.weight.data = module.weight.data.contiguous(memory_format=runtime.memory_format)
+    return model
 
 
 def resolve_runtime(
@@ -171,13 +201,14 @@ def resolve_runtime(
         else:
             bf16 = resolved.type == "cpu" and cpu_prefers_bf16()
         precision = "bf16" if bf16 else "fp32"
+    dims = 2 if model is None else conv_spatial_dims(model)
     if channels_last == "auto":
-        layout = resolved.type in ("cuda", "cpu") and (model is None or model_allows_channels_last(model))
+        layout = dims == 2 and resolved.type in ("cuda", "cpu") or dims == 3 and resolved.type == "cpu"
     else:
         layout = bool(channels_last)
-        if layout and model is not None and not model_allows_channels_last(model):
+        if layout and dims is None:
             raise ValueError(
-                "training.channels_last=true needs a model whose weights are 2-D convolutions (4-D tensors); this "
-                "model has 5-D (3-D convolution) weights or no convolution: use channels_last: auto or false"
+                "training.channels_last=true needs a model whose convolutions are all 2-D or all 3-D; this model "
+                "mixes them or has no convolution: use channels_last: auto or false"
             )
-    return Runtime(resolved, precision, layout)
+    return Runtime(resolved, precision, layout, dims or 2)
