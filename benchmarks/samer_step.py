@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 from roofline import counted_gflop, matmul_peak_gflops, roofline_lines
 from torch.utils.data import DataLoader, Dataset
@@ -179,10 +180,17 @@ def our_inputs(images: list[np.ndarray], labels: np.ndarray, aus: list[str]) -> 
             "composite": np.stack([images[i % len(images)] for i in range(n)]), "au": au}
 
 
+def default_training_settings() -> dict:
+    """SAMER's optimiser and memory layout as ``conf/base/parameters_samer.yml`` sets them (what a run uses)."""
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/parameters_samer.yml").read_text())
+    training = conf["samer"]["training"]
+    return {"optimizer": training["optimizer"], "channels_last": training["channels_last"]}
+
+
 def ours_samples_per_s(inputs: dict[str, np.ndarray], batch: int, steps: int, overrides: dict) -> tuple[float, str]:
     """train_fold's own training samples/s over one epoch of ``steps`` batches, after a one-step warm-up fold."""
     cfg = {"epochs": 1, "batch_size": batch, "evaluate_each_epoch": False, "report_samples": 0,
-           "optimizer": {"name": "AdamW", "lr": 3e-3, "weight_decay": 1e-5}, **overrides}
+           **default_training_settings(), **overrides}
     no_test = np.array([], dtype=np.int64)
     train_fold("samer", {}, inputs, np.arange(batch), no_test, cfg, seed=0)
     outcome = train_fold("samer", {}, inputs, np.arange(batch * steps), no_test, cfg, seed=0)
