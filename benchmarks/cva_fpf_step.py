@@ -18,6 +18,7 @@ step and both sides' achieved GFLOP/s are set beside a 2048² fp32 matmul's rate
 
 Usage:
     python benchmarks/cva_fpf_step.py [--batch-size 8] [--steps 3] [--size 224] [--device auto] [--threads N]
+                                      [--no-compile]
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def baseline_side(clips: list[Path], batch: int, steps: int, size: int, device_n
 
 
 def ours_side(clips: list[Path], batch: int, steps: int, size: int, device_name: str, threads: int | None,
-              queue) -> None:
-    """train_fold (fp32) in this (child) process: puts (samples/s, setting, peak MB) on ``queue``."""
+              compile_step: bool, queue) -> None:
+    """train_fold (fp32; ``training.compile`` when ``compile_step``, compiled in the untimed warm-up fold) in this
+    (child) process: puts (samples/s, setting, peak MB) on ``queue``."""
     if threads:
         torch.set_num_threads(threads)
     base.SIZE = size
@@ -112,7 +114,7 @@ def ours_side(clips: list[Path], batch: int, steps: int, size: int, device_name:
     inputs = base.decoded_inputs(clips, n)
     inputs.update(au_input=_au_vectors(n), au_target=_au_vectors(n))
     cfg = {"epochs": 1, "batch_size": batch, "evaluate_each_epoch": False, "report_samples": 0, "precision": "fp32",
-           "device": device_name}
+           "device": device_name, "compile": compile_step}
     model_cfg = {"image_size": size, **CODE_LIKE}
     task = {"au_source": "annotation"}
     no_test = np.array([], dtype=np.int64)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help="image side (the paper: 224)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile side (its compilation "
+                        "takes about 3 minutes on a 2-core CPU)")
     args = parser.parse_args(argv)
     device = resolve_runtime(args.device, "fp32", False).device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else base.cpu_description()
@@ -151,15 +155,22 @@ def main(argv: list[str] | None = None) -> int:
         clips = base.write_clips(Path(tmp), np.random.default_rng(0))
         common = (clips, args.batch_size, args.steps, args.size, args.device, args.threads)
         baseline, data_share, baseline_mb, gflop = _run(baseline_side, *common)
-        ours, setting, ours_mb = _run(ours_side, *common)
+        ours, setting, ours_mb = _run(ours_side, *common, False)
+        compiled = None if args.no_compile else _run(ours_side, *common, True)
     report(f"baseline (reference-style: JPEG decode + per-sample torchvision per step, fp32, NCHW): {baseline:.2f} "
            f"samples/s ({100 * data_share:.0f}% of its time loading data), peak memory {baseline_mb:.0f} MB\n")
     report(f"ours (train_fold, CVA-FPF task; {setting}): {ours:.2f} samples/s, peak memory {ours_mb:.0f} MB\n")
     report(f"ours/baseline at equal precision (fp32): {ours / baseline:.2f}x\n")
+    rates = {"baseline": baseline, "ours": ours}
+    if compiled is not None:
+        rates["ours compiled"] = compiled[0]
+        report(f"ours with training.compile: true ({compiled[1]}): {compiled[0]:.2f} samples/s, peak memory "
+               f"{compiled[2]:.0f} MB\n")
+        report(f"ours compiled/baseline at equal precision (fp32): {compiled[0] / baseline:.2f}x\n")
     matmul = matmul_peak_gflops(device, torch.float32)
     report(f"roofline: one training step = {gflop:.1f} GFLOP per sample (counted); fp32 2048² matmul (best of 5) "
            f"{matmul:.0f} GFLOP/s\n")
-    for line in roofline_lines(gflop, matmul, {"baseline": baseline, "ours": ours}):
+    for line in roofline_lines(gflop, matmul, rates):
         report(f"  {line}\n")
     return 0
 
