@@ -3,7 +3,8 @@ as `microexpr` and `python -m microexpr`
 
 ``microexpr [kedro run options]`` runs the project (Kedro's ``run`` command, as before);
 ``microexpr faces download`` fetches the London face set for the synthetic dataset (microexpr.faces);
-``microexpr predict <clip> --model <name>`` predicts a new clip with a saved full-data model (docs/predict.md).
+``microexpr predict <clip> --model <name>`` predicts a new clip with a saved full-data model (docs/predict.md);
+``microexpr sweep <model> <param> <values>`` runs the model once per value of one parameter (microexpr.sweep).
 The subcommand is dispatched on the first argument so every ``run`` option keeps working unchanged.
 """
 
@@ -19,7 +20,8 @@ SUBCOMMANDS_EPILOG = (
     "Other commands: `microexpr faces download` fetches the Face Research Lab London Set (verified by sha256) "
     "into the cache folder the synthetic dataset reads; `microexpr faces download --help` for its options. "
     "`microexpr predict <clip> --model <name>` predicts a folder of frames or a video with a saved full-data model "
-    "(`microexpr predict --help`)."
+    "(`microexpr predict --help`). `microexpr sweep <model> <param> <v1,v2,...>` runs the model once per value of "
+    "one parameter and plots the metrics against it (`microexpr sweep --help`)."
 )
 
 
@@ -48,6 +50,12 @@ def main(*args, **kwargs) -> Any:
 
         return predict_cli.main(args=list(argv[1:]), prog_name="microexpr predict",
                                 standalone_mode=kwargs["standalone_mode"])
+
+    if argv and argv[0] == "sweep":
+        from microexpr.sweep import sweep_cli
+
+        return sweep_cli.main(args=list(argv[1:]), prog_name="microexpr sweep",
+                              standalone_mode=kwargs["standalone_mode"])
 
     # Imported here, not at the top: kedro logs on import, and `microexpr faces` needs none of it.
     from kedro.framework.cli.utils import find_run_command

@@ -108,6 +108,9 @@ def test_per_fold_table_and_mean_std(metrics: dict) -> None:
     assert [per_fold[f]["acc"] for f in folds] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0])
     assert [per_fold[f]["uf1"] for f in folds] == pytest.approx([0.4, 2 / 3, 2 / 3, 0])
     assert per_fold["fold_002"]["fold_subjects"] == ["samm/006"]
+    # UAR over the classes in the fold's truth: fold 0 recall of 0 = 2/3; fold 1 (1/2 + 1)/2; fold 2 (1/2 + 1)/2;
+    # fold 3 recall of 2 = 0
+    assert [per_fold[f]["uar"] for f in folds] == pytest.approx([2 / 3, 0.75, 0.75, 0])
     # acc: mean 0.5; deviations +1/6 ×3, -1/2 -> sum of squares 3/36 + 1/4 = 1/3; /(4-1) = 1/9; std = 1/3
     # uf1: mean (0.4 + 4/3 + 0)/4 = 1.7333/4
     summary = metrics["fold_summary"]
@@ -118,6 +121,7 @@ def test_per_fold_table_and_mean_std(metrics: dict) -> None:
     mean = sum(uf1s) / 4
     assert summary["uf1_mean"] == pytest.approx(mean)
     assert summary["uf1_std"] == pytest.approx((sum((u - mean) ** 2 for u in uf1s) / 3) ** 0.5)
+    assert summary["uar_mean"] == pytest.approx((2 / 3 + 0.75 + 0.75) / 4)
 
 
 def test_fold_std_is_undefined_for_one_fold() -> None:

@@ -123,6 +123,24 @@ def test_alpha_weights_the_loss_terms_as_equation_eight() -> None:
         build_task("attr_contrast", {"temperature": 0.1})
 
 
+def test_alpha_one_trains_the_embedding_but_never_the_classifier() -> None:
+    """α = 1 (Eq. 8 with the contrastive term alone): a finite loss whose gradient reaches the video streams, while
+    both classifiers get exactly zero gradient (Adam then leaves them at their initialisation)."""
+    task = build_task("attr_contrast", {"alpha": 1.0})
+    model = build_model("attr_contrast", num_classes=2)
+    data = _train_data(task, _bundle())
+    runtime = resolve_runtime("cpu", "fp32", False, model)
+    fold = FoldContext(data, np.arange(8), task.prepare_fold(data, np.arange(8)))
+    batch = task.train_batch(fold, np.arange(8), Streams(np.random.default_rng(0), torch.Generator()), runtime)
+    batch["y"] = torch.from_numpy(data.y[:8])
+    losses = task.loss(task.forward(model, batch, training=True), batch, fold)
+    assert torch.isfinite(losses.total) and all(torch.isfinite(t) for t in losses.terms.values())
+    losses.total.backward()
+    for head in (model.classifier, model.text_classifier):
+        assert all(p.grad is not None and not p.grad.any() for p in head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rgb_stream.parameters())
+
+
 def test_class_prototype_text_is_each_classes_commonest_training_text() -> None:
     task = build_task("attr_contrast", {"text": "class_prototype"})
     arrays = _bundle()

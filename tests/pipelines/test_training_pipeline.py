@@ -20,6 +20,7 @@ import tests.training.toy  # noqa: F401  (registers tiny_motion_test with MMNet'
 from microexpr.dag.shards import n_shards
 from microexpr.dag.training import create_training_pipeline, train_shard
 from microexpr.datasets.fold_results import FoldResultStore
+from microexpr.datasets.protocol_results import ProtocolResultStore
 from microexpr.training.results import FoldResult, ShardDone
 from tests.training.toy import TINY_TASK, tiny_config, toy_inputs
 
@@ -61,6 +62,8 @@ def catalog_for(tmp_path: Path, block: dict, inputs: dict[str, np.ndarray],
         # intermediate results the test inspects (a MemoryDataset is emptied once its last reader ran)
         **{f"{MODEL}.{name}": PickleDataset(filepath=str(tmp_path / f"{name}.pkl"))
            for name in ("predictions", "metrics", "training_history")},
+        **{f"{MODEL}.{name}": ProtocolResultStore(path=str(tmp_path / "protocols"))
+           for name in ("protocol_results", "protocol_result")},
     })
     meta = {"fingerprint": "toy-bundle", "classes": inputs["classes"].tolist(), "label_set": "toy3",
             "n_samples": len(inputs["sample_id"]), "n_subjects": 4, "excluded": []}
@@ -89,6 +92,12 @@ def test_training_dag_runs_in_memory_and_reports(tmp_path: Path) -> None:
     report = outputs[f"{MODEL}.report"].load()
     assert "attention_overlay.png" in report and "Run size" in report and "4 LOSO folds" in report
     assert len(list(tmp_path.glob("shard_*/*.npz"))) == 4
+    # the run's protocol summary is stored for the next run's side-by-side table; alone, the report has none
+    stored = ProtocolResultStore(path=str(tmp_path / "protocols")).load()
+    assert list(stored) == [metrics["protocol_summary"]["key"]] and stored[metrics["protocol_summary"]["key"]][
+        "selections"]["honest"]["uf1"] == pytest.approx(metrics["selections"]["honest"]["uf1"])
+    assert [row["this_run"] for row in metrics["protocols"]] == [True]
+    assert "Protocols side by side" not in report
 
 
 def _run_shard(block: dict, inputs: dict[str, np.ndarray], completed: dict) -> list[FoldResult]:

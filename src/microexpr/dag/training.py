@@ -39,6 +39,7 @@ from microexpr.evaluation.figures import (
     training_curves_figure,
 )
 from microexpr.evaluation.metrics import ALL_SELECTIONS, compute_metrics
+from microexpr.evaluation.protocols import protocol_summary, protocols_markdown, settings_key, side_by_side
 from microexpr.evaluation.scorecard import (
     build_scorecard,
     load_paper_claims,
@@ -219,12 +220,16 @@ def collect_predictions(
 
 def evaluate_predictions(
     predictions: pd.DataFrame, model_input_meta: dict[str, Any], selection: str, dataset: str,
-    split: dict[str, Any], task_params: dict[str, Any] | None, *, model: str,
+    split: dict[str, Any], task_params: dict[str, Any] | None,
+    protocol_results: dict[str, dict[str, Any]] | None = None, seed: int | None = None,
+    model_params: dict[str, Any] | None = None, training: dict[str, Any] | None = None, *, model: str,
 ) -> dict[str, Any]:
     """Node: every metric of every selection, from the pooled prediction table only (scikit-learn), with the
     task's run labels (``tags``, ``leak``: see ``Task.run_tags`` / ``Task.leak``).
 
     Under ``split.protocol: holdout`` the folds are repeated splits, so a sample may be tested in several folds.
+    ``protocol_summary`` is this run's summary for the protocol store and ``protocols`` lists it next to the stored
+    summaries of the same settings under other protocols (``protocol_results``; microexpr.evaluation.protocols).
     """
     task = build_task(model, task_params)
     repeated = split.get("protocol") == "holdout"
@@ -233,7 +238,7 @@ def evaluate_predictions(
     primary = str(selection or "honest")
     if primary not in selections:
         raise ValueError(f"{model}: selection {primary!r} was not computed (have {selections})")
-    return {
+    metrics = {
         "model": model,
         "dataset": dataset,
         "label_set": model_input_meta["label_set"],
@@ -248,6 +253,16 @@ def evaluate_predictions(
         "tags": {str(k): str(v) for k, v in task.run_tags().items()},
         "leak": task.leak(),
     }
+    summary = protocol_summary(metrics, split, settings_key(model, seed, model_params, task_params, training))
+    metrics["protocol_summary"] = summary
+    metrics["protocols"] = side_by_side(summary, protocol_results or {})
+    return metrics
+
+
+def protocol_result(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Node: this run's protocol summary keyed for the protocol store (the newest run of each key is kept)."""
+    summary = metrics["protocol_summary"]
+    return {summary["key"]: summary}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -372,7 +387,9 @@ def render_report(
     if warmup:
         run_info["demo settings (not the paper's)"] = f"learning-rate warm-up over {warmup} epochs"
     other = other_paper_claims(load_paper_claims(), metrics["model"], metrics["dataset"], metrics["label_set"])
-    return render_report_markdown(scorecard, metrics["selections"], figures, run_info, other_claims=other)
+    side = protocols_markdown(metrics.get("protocols") or [], SELECTIONS)
+    return render_report_markdown(scorecard, metrics["selections"], figures, run_info, other_claims=other,
+                                  extra_sections=side)
 
 
 # --------------------------------------------------------------------------------------------------- builders
@@ -414,8 +431,9 @@ def create_training_pipeline(model: str) -> Pipeline:
              tags=["evaluate", model]),
         Node(_bind(evaluate_predictions, model=model),
              ["predictions", "model_input_meta", "params:selection", "params:dataset", "params:split",
-              "params:task"], "metrics",
+              "params:task", "protocol_results", "params:seed", "params:model", "params:training"], "metrics",
              name="evaluate", tags=["evaluate", model]),
+        Node(protocol_result, "metrics", "protocol_result", name="protocol_result", tags=["evaluate", model]),
         Node(report_figures, ["metrics", "training_history"],
              ["confusion_honest_figure", "confusion_oracle_epoch_figure", "per_subject_accuracy_figure",
               "training_curves_figure"], name="report_figures", tags=["report", model]),

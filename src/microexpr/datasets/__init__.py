@@ -6,6 +6,7 @@ from microexpr.datasets.face_photos import FacePhotoFolder
 from microexpr.datasets.feature_store import FeatureStore
 from microexpr.datasets.final_model import FinalModelDataset
 from microexpr.datasets.fold_results import FoldResultStore
+from microexpr.datasets.protocol_results import ProtocolResultStore
 from microexpr.datasets.raw_source import RawDatasetSource
 from microexpr.datasets.stored_results import StoredModelResults
 from microexpr.datasets.synthetic_writer import SyntheticCasme2Dataset
@@ -18,6 +19,7 @@ __all__ = [
     "FinalModelDataset",
     "FoldResultStore",
     "NpzDataset",
+    "ProtocolResultStore",
     "RawDatasetSource",
     "StoredModelResults",
     "SyntheticCasme2Dataset",

@@ -204,7 +204,8 @@ def per_dataset_metrics(table: pd.DataFrame, classes: Sequence[str]) -> dict[str
 
 
 def per_fold_table(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """One record per fold: n, n_correct, accuracy, UF1 over the classes seen in that fold, subjects, epochs."""
+    """One record per fold: n, n_correct, accuracy, UF1 over the classes seen in that fold, UAR over the classes
+    present in its truth, subjects, epochs."""
     rows = []
     for fold, part in sorted(table.groupby("fold", sort=False), key=lambda item: natural_key(item[0])):
         y_true = part["y_true"].astype(int).to_numpy()
@@ -217,6 +218,8 @@ def per_fold_table(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "n_correct": int((y_true == y_pred).sum()),
                 "acc": float(accuracy_score(y_true, y_pred)),
                 "uf1": float(f1_score(y_true, y_pred, labels=seen, average="macro", zero_division=0)),
+                "uar": float(recall_score(y_true, y_pred, labels=sorted(set(y_true.tolist())), average="macro",
+                                          zero_division=0)),
                 "n_classes_seen": len(seen),
                 "fold_subjects": sorted((str(s) for s in part["fold_subject"].unique()), key=natural_key),
                 "epochs": sorted(int(e) for e in part["epoch"].unique()),
@@ -226,9 +229,12 @@ def per_fold_table(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def fold_summary(per_fold: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof=1) over folds of accuracy and UF1; std is None for one fold."""
+    """Mean and sample standard deviation (ddof=1) over folds of accuracy, UF1 and UAR; std is None for one fold.
+    A fold record without ``uar`` (stored before it was measured) leaves UAR out."""
     summary: dict[str, Any] = {"n_folds": len(per_fold)}
-    for key in ("acc", "uf1"):
+    for key in ("acc", "uf1", "uar"):
+        if any(key not in row for row in per_fold):
+            continue
         values = np.array([row[key] for row in per_fold], dtype=float)
         summary[f"{key}_mean"] = float(values.mean())
         summary[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else None

@@ -604,6 +604,7 @@ def render_report_markdown(
     figures: Mapping[str, str],
     run_info: Mapping[str, Any],
     other_claims: pd.DataFrame | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> str:
     """Markdown report of one run: run size, protocol, scorecard, metrics, per-class, per-dataset, folds, figures.
 
@@ -612,7 +613,7 @@ def render_report_markdown(
     ``run_info`` needs ``model``, ``dataset``, ``label_set``; ``n_samples`` (clips tested), ``n_subjects``,
     ``n_folds`` and ``split_protocol`` feed the run-size line (else taken from the primary selection's metrics);
     ``primary_selection`` picks the selection of that line; other keys (e.g. ``n_excluded``, ``epochs_per_fold``,
-    ``seed``, git SHA) are listed as run details.
+    ``seed``, git SHA) are listed as run details. ``extra_sections``: markdown lines placed before the figures.
     """
     missing = [k for k in RUN_IDENTITY_KEYS if k not in run_info]
     if missing:
@@ -656,6 +657,7 @@ def render_report_markdown(
     else:
         lines += _scorecard_section(scorecard, other_claims, n_classes)
     lines += _metrics_section(by_selection)
+    lines += list(extra_sections)
     lines += ["## Figures", ""]
     lines += [f"![{caption}]({path})" for caption, path in figures.items()] or ["No figures."]
     return "\n".join(lines).rstrip() + "\n"

@@ -20,6 +20,7 @@ d_ik = exp(cos(z_m^i, z_a^k)), negatives = the other samples of the batch (Eq. 3
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +38,8 @@ from microexpr.models import register_model
 from microexpr.training.augment import AugmentConfig, augment_batch, to_input_tensor
 from microexpr.training.runtime import Runtime
 from microexpr.training.task import FoldContext, InputSpec, LossTerms, PredictInputs, Streams, Task
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEPTHS",
@@ -139,6 +142,9 @@ class AttrContrastSettings:
         settings = cls(**values)
         if not 0.0 <= settings.alpha <= 1.0:
             raise ValueError(f"attr_contrast.task.alpha must be in [0, 1] (paper Eq. 8), got {settings.alpha!r}")
+        if settings.alpha == 1.0:
+            logger.warning("attr_contrast.task.alpha = 1: Eq. 8 keeps no cross-entropy term, so the video classifier "
+                           "gets no gradient and predicts from its random initialisation (docs/models.md)")
         if settings.text not in TEXT_MODES:
             raise ValueError(f"attr_contrast.task.text must be one of {TEXT_MODES}, got {settings.text!r}")
         if settings.text_lr_scale <= 0 or settings.max_tokens < 2:
