@@ -7,6 +7,7 @@ both selections, the t-SNE figure and the MLflow runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,11 @@ def test_attr_contrast_end_to_end_with_the_catalog_text_encoder(tmp_path: Path) 
     # the nearest AU descriptions by the fold's text branch, scored against the annotated AUs after prediction
     assert figure.with_name("nearest_au.png").stat().st_size > 1000
     assert "embedding_tsne.png" in latest(tmp_path, "08_reporting/attr_contrast/report.md").read_text()
+    # the run's protocol summary, stored for the side-by-side table of a later run under another protocol
+    metrics = json.loads(latest(tmp_path, "08_reporting/attr_contrast/metrics.json").read_text())
+    stored = list((tmp_path / "08_reporting/attr_contrast/protocols").glob("*.json"))
+    assert [p.stem for p in stored] == [metrics["protocol_summary"]["key"]]
+    assert [(row["protocol"], row["this_run"]) for row in metrics["protocols"]] == [("loso", True)]
     runs = _mlflow_runs(tmp_path)
     parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
     assert parent["tags.mlflow.runName"].startswith("attr_contrast · synthetic · emotion5")

@@ -68,7 +68,7 @@ def test_values_and_folders() -> None:
     assert parse_values("0, 0.25,1") == [0.0, 0.25, 1.0]
     with pytest.raises(click.BadParameter):
         parse_values("0.5,0.5")
-    root = sweep_folder(Path("d"), "m", "task.alpha", "split.protocol=holdout,label_set=x")
-    assert root == Path("d/sweeps/m/task.alpha/split.protocol_holdout_label_set_x")
-    assert sweep_folder(Path("d"), "m", "task.alpha", "") == Path("d/sweeps/m/task.alpha")
+    root = sweep_folder(Path("d"), "m", "task.alpha", "quick", "split.protocol=holdout,label_set=x")
+    assert root == Path("d/sweeps/m/task.alpha/quick/split.protocol_holdout_label_set_x")
+    assert sweep_folder(Path("d"), "m", "task.alpha", None, "") == Path("d/sweeps/m/task.alpha/default")
     assert run_folder(root, 0.25) != run_folder(root, 0.5)

@@ -123,10 +123,10 @@ def parse_values(text: str) -> list[float]:
     return values
 
 
-def sweep_folder(data_root: Path, model: str, param: str, extra: str) -> Path:
-    """``<data_root>/sweeps/<model>/<param>[/<the extra --params, as a folder name>]``: sweeps under other
-    settings (e.g. another protocol) keep their own runs."""
-    folder = data_root / "sweeps" / model / param
+def sweep_folder(data_root: Path, model: str, param: str, env: str | None, extra: str) -> Path:
+    """``<data_root>/sweeps/<model>/<param>/<env>[/<the extra --params, as a folder name>]``: sweeps under another
+    env or other settings (e.g. another protocol) keep their own runs."""
+    folder = data_root / "sweeps" / model / param / (env or "default")
     slug = re.sub(r"[^A-Za-z0-9.-]+", "_", extra).strip("_")[:120]
     return folder / slug if slug else folder
 
@@ -189,7 +189,7 @@ def sweep_cli(model: str, param: str, values: str, env: str | None, extra: str, 
     project, loader = _config(env)
     data_root = Path(str(loader["globals"]["data_root"]))
     data_root = data_root if data_root.is_absolute() else project / data_root
-    root = sweep_folder(data_root, model, param, extra)
+    root = sweep_folder(data_root, model, param, env, extra)
     default = _default_value(loader["parameters"], model, param)
     command = f"microexpr sweep {model} {param} {values}" + (f" --env {env}" if env else "") + (
         f" --params {shlex.quote(extra)}" if extra else "")
