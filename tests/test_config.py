@@ -52,6 +52,30 @@ def test_catalog_of_every_env_resolves(monkeypatch, tmp_path) -> None:
     assert test_catalog["sample_index"]["filepath"].startswith(str(tmp_path))
 
 
+def _paths(catalog: dict) -> dict[str, str]:
+    return {name: str(entry.get("filepath") or entry.get("path") or entry.get("predictions"))
+            for name, entry in catalog.items() if isinstance(entry, dict) and "type" in entry}
+
+
+def test_an_env_that_changes_the_protocol_writes_its_results_apart_and_reuses_the_features(tmp_path) -> None:
+    """--env attr_contrast_paper (another label set and protocol) shares the raw data, the feature store, the keyed
+    fold results and the protocol summaries with the default env, and writes everything else elsewhere; a
+    runtime ``results_root`` moves the same entries for one run (microexpr sweep)."""
+    base, paper = _paths(load("local", "catalog")), _paths(load("attr_contrast_paper", "catalog"))
+    shared = {name for name in base if base[name] == paper[name]}
+    assert {"raw_dataset", "synthetic_raw", "attr_clips", "key_frames", "{model}.shard_{shard}.fold_results",
+            "{model}.shard_{shard}.completed_folds", "{model}.protocol_results", "{model}.protocol_result"} <= shared
+    moved = {"sample_index", "folds", "{model}.model_input", "{model}.predictions", "{model}.metrics",
+             "{model}.report", "{model}.final_model", "compare.stored_results", "compare.report"}
+    for name in moved:
+        assert name not in shared and paper[name].startswith("data/attr_contrast_paper/"), name
+    loader = OmegaConfigLoader(str(CONF), env="quick", runtime_params={"results_root": str(tmp_path)},
+                               **CONFIG_LOADER_ARGS)
+    quick = _paths(loader["catalog"])
+    assert all(quick[name].startswith(str(tmp_path)) for name in moved)
+    assert quick["attr_clips"].startswith("data/quick/04_feature")
+
+
 def test_frames_modes_in_blocks_switch_without_inheriting_the_other_mode() -> None:
     cfg = {"mode": "rise_fraction", "frames": {"onset": 2}, "rise_fraction": {"onset_fraction": 0.05}}
     assert validate_frames_config(cfg) == {"mode": "rise_fraction", "onset_fraction": 0.05, "apex_fraction": 0.0375,
