@@ -149,11 +149,12 @@ def plain_tags(models: list[str], params: dict[str, Any], label_sets: dict[str, 
 
 
 def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """Accuracy and UF1 of one fold under each selection (scikit-learn; classes absent from the fold ignored) and
-    the mean of each auxiliary score (``aux.<name>``, e.g. flow EPE), measured after the last epoch."""
+    """Accuracy and UF1 of one fold under each selection (scikit-learn; classes absent from the fold ignored), the
+    mean of each auxiliary score (``aux.<name>``, e.g. flow EPE) and the accuracy and F1 (when defined) of each
+    auxiliary detector (``aux.<name>.acc`` / ``.f1``, e.g. one per AU), measured after the last epoch."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from microexpr.evaluation.metrics import AUX_PREFIX
+    from microexpr.evaluation.metrics import AUX_PREFIX, auxiliary_detections
 
     out: dict[str, float] = {}
     for selection, table in predictions.groupby("selection"):
@@ -163,6 +164,12 @@ def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
         out[f"{selection}.uf1"] = float(f1_score(table["y_true"], table["y_pred"], average="macro", zero_division=0))
     for column in (c for c in predictions.columns if str(c).startswith(AUX_PREFIX)):
         out[f"aux.{str(column)[len(AUX_PREFIX):]}"] = float(predictions[column].astype(float).mean())
+    if len(predictions):  # detections repeat under every selection: score one selection's rows
+        one = predictions[predictions["selection"] == predictions["selection"].iloc[0]]
+        for name, scores in auxiliary_detections(one).items():
+            for key, short in (("accuracy", "acc"), ("f1", "f1")):
+                if scores[key] is not None:
+                    out[f"aux.{name}.{short}"] = float(scores[key])
     return out
 
 

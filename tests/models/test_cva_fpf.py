@@ -255,6 +255,14 @@ def test_test_sample_annotations_in_the_au_input_would_not_change_honest_predict
     np.testing.assert_array_equal(outcomes[0].epoch_probs, outcomes[1].epoch_probs)
     assert outcomes[0].extras["row_profile"].shape == (1, SMALL // 2)
     assert outcomes[0].extras["au_probs"].shape == ((1, 21) if source == "predicted" else (1, 0))
+    # the AU head's decisions on the test samples, scored against their annotations (au_target), predicted only
+    detections = outcomes[0].detections
+    assert list(detections) == ([f"AU{a}" for a in AU21_ORDER] if source == "predicted" else [])
+    for i, found in enumerate(detections.values()):
+        np.testing.assert_array_equal(found.annotated, clean["au_target"][6:8, i])
+        assert found.predicted.shape == (2,) and set(found.predicted.tolist()) <= {0, 1}
+    for name, found in outcomes[1].detections.items():  # the planted au_input changes no decision either
+        np.testing.assert_array_equal(found.predicted, detections[name].predicted)
 
 
 def test_annotation_mode_reads_the_au_input():
@@ -266,6 +274,7 @@ def test_annotation_mode_reads_the_au_input():
     outcomes = [train_fold("cva_fpf", model_cfg, bundle, np.arange(6), np.arange(6, 8), cfg, 0,
                            task_cfg={"au_source": "annotation"}) for bundle in (clean, planted)]
     assert not np.array_equal(outcomes[0].epoch_probs, outcomes[1].epoch_probs)
+    assert outcomes[0].detections == {}  # no AU head: nothing to score
 
 
 def test_report_figures_show_row_profiles_and_au_probabilities():

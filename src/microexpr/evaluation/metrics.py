@@ -49,6 +49,10 @@ SELECTIONS: tuple[str, ...] = ("honest", "oracle_epoch")  # computed in every ru
 OPTIONAL_SELECTIONS: tuple[str, ...] = ("validated_epoch",)
 ALL_SELECTIONS: tuple[str, ...] = SELECTIONS + OPTIONAL_SELECTIONS
 AUX_PREFIX = "aux_"  # prediction-table columns of a task's per-sample auxiliary scores (e.g. aux_epe)
+# Column pairs of a task's auxiliary detector decisions (``training.task.Detections``, e.g. an AU head): the 0/1
+# decision and the 0/1 annotation it is scored against, per test sample (auxpred_AU1 / auxtrue_AU1).
+AUX_PREDICTED_PREFIX = "auxpred_"
+AUX_ANNOTATED_PREFIX = "auxtrue_"
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "sample_id",
     "dataset",
@@ -63,6 +67,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "epoch",
 )
 HEADLINE_METRICS: tuple[str, ...] = ("acc", "uf1", "uar", "wf1")
+# auxiliary_detections scores logged to MLflow, as aux.<name>.<short key> (an undefined F1 is left out)
+DETECTION_KEYS: dict[str, str] = {"accuracy": "acc", "f1": "f1", "balanced_accuracy": "bacc", "support": "support"}
 _MLFLOW_KEY_UNSAFE = re.compile(r"[^0-9A-Za-z_\-./ ]")
 
 
@@ -268,7 +274,8 @@ def compute_metrics(
 
     Keys: selection, classes, repeated_splits, n_distinct_samples, n_samples, acc, uf1, uar, wf1, per_class,
     confusion_matrix (rows = true), classes_absent_from_truth, classes_never_predicted, per_dataset (composites
-    only, else {}), per_fold, fold_summary, per_subject, epochs.
+    only, else {}), per_fold, fold_summary, per_subject, epochs, auxiliary (a task's per-sample scores, means),
+    auxiliary_detections (a task's detector decisions, pooled counts).
     """
     table = select_predictions(predictions, selection)
     classes = [str(c) for c in classes]
@@ -288,6 +295,7 @@ def compute_metrics(
     metrics["per_subject"] = per_subject_table(table)
     metrics["epochs"] = sorted(int(e) for e in table["epoch"].unique())
     metrics["auxiliary"] = auxiliary_metrics(table)
+    metrics["auxiliary_detections"] = auxiliary_detections(table)
     return metrics
 
 
@@ -302,6 +310,51 @@ def auxiliary_metrics(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
             "mean": float(values.mean()),
             "per_fold": {str(f): float(v) for f, v in sorted(per_fold.items(), key=lambda kv: natural_key(kv[0]))},
         }
+    return out
+
+
+def detection_scores(predicted: Sequence[int], annotated: Sequence[int]) -> dict[str, Any]:
+    """Pooled scores of one binary detector's 0/1 decisions against 0/1 annotations (scikit-learn): ``n``,
+    ``support`` (annotated positives), ``n_predicted``, ``accuracy``, ``always_negative_accuracy`` (of answering 0
+    every time: the bar a rare positive sets), ``f1`` of the positive class (None when undefined: no positive
+    annotated or predicted) and ``balanced_accuracy`` (mean recall over the classes present in the annotations,
+    as UAR; with no positive it is the specificity)."""
+    y_pred = np.asarray(predicted, dtype=int)
+    y_true = np.asarray(annotated, dtype=int)
+    support, n_predicted = int(y_true.sum()), int(y_pred.sum())
+    present = sorted(int(c) for c in np.unique(y_true))
+    f1 = None if support == 0 and n_predicted == 0 else float(f1_score(y_true, y_pred, labels=[1], average="binary",
+                                                                      zero_division=0))
+    return {
+        "n": int(y_true.size),
+        "support": support,
+        "n_predicted": n_predicted,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "always_negative_accuracy": float(1.0 - support / y_true.size),
+        "f1": f1,
+        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+    }
+
+
+def auxiliary_detections(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """``detection_scores`` of each detector with ``auxpred_<name>`` / ``auxtrue_<name>`` columns (a task's
+    ``Detections``, measured after the last epoch), pooled over the table's samples, with ``per_fold``
+    ``{fold: {n, support, accuracy, f1}}``; empty when the task has none. A column without its pair raises."""
+    predicted = {str(c)[len(AUX_PREDICTED_PREFIX):] for c in table.columns if str(c).startswith(AUX_PREDICTED_PREFIX)}
+    annotated = {str(c)[len(AUX_ANNOTATED_PREFIX):] for c in table.columns if str(c).startswith(AUX_ANNOTATED_PREFIX)}
+    if predicted != annotated:
+        raise PredictionTableError(f"auxiliary detections need {AUX_PREDICTED_PREFIX}<name> and "
+                                   f"{AUX_ANNOTATED_PREFIX}<name> in pairs; unpaired: {sorted(predicted ^ annotated)}")
+    out: dict[str, dict[str, Any]] = {}
+    folds = table["fold"].astype(str)
+    for name in sorted(predicted, key=natural_key):
+        columns = [f"{AUX_PREDICTED_PREFIX}{name}", f"{AUX_ANNOTATED_PREFIX}{name}"]
+        pooled = detection_scores(table[columns[0]], table[columns[1]])
+        per_fold = {}
+        for fold, part in sorted(table[columns].groupby(folds, sort=False), key=lambda kv: natural_key(kv[0])):
+            scores = detection_scores(part[columns[0]], part[columns[1]])
+            per_fold[str(fold)] = {key: scores[key] for key in ("n", "support", "accuracy", "f1")}
+        out[name] = {**pooled, "per_fold": per_fold}
     return out
 
 
@@ -334,6 +387,9 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
         put("folds", key, value=value)
     for name, summary in metrics.get("auxiliary", {}).items():
         put("aux", name, value=summary["mean"])
+    for name, scores in metrics.get("auxiliary_detections", {}).items():
+        for key, short in DETECTION_KEYS.items():
+            put("aux", name, short, value=scores[key])
     return flat
 
 

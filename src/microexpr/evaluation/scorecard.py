@@ -556,6 +556,40 @@ def _metrics_section(by_selection: Mapping[str, Mapping[str, Any]]) -> list[str]
     return lines
 
 
+def _detections_section(primary: Mapping[str, Any]) -> list[str]:
+    """The primary selection's auxiliary detectors (``auxiliary_detections``, e.g. one per AU) as one table."""
+    detections = primary.get("auxiliary_detections") or {}
+    if not detections:
+        return []
+    table = pd.DataFrame([
+        {"detector": name, "positives (support)": row["support"], "predicted positive": row["n_predicted"],
+         "accuracy": _pct(row["accuracy"]), "always negative": _pct(row["always_negative_accuracy"]),
+         "F1": _pct(row["f1"]), "balanced accuracy": _pct(row["balanced_accuracy"])}
+        for name, row in detections.items()
+    ])
+    defined = [row["f1"] for row in detections.values() if row["f1"] is not None]
+    n = next(iter(detections.values()))["n"]
+    mean_f1 = f"{100 * sum(defined) / len(defined):.2f} over the {len(defined)} with an F1" if defined else "—"
+    return [
+        "## Auxiliary detections (test samples, last epoch)",
+        "",
+        f"Binary decisions of the model's auxiliary detectors on the {n} test samples, pooled over folds, against "
+        "their annotations (evaluation only, never a model input); values in %. Positives are rare, so read the "
+        "accuracy beside “always negative” (the accuracy of answering no every time); F1 is the positive class's "
+        "(“—”: no positive annotated or predicted); balanced accuracy averages recall over the classes present "
+        "(without a positive it is the specificity).",
+        "",
+        markdown_table(table),
+        "",
+        f"Means over the {len(detections)} detectors: accuracy "
+        f"{100 * sum(r['accuracy'] for r in detections.values()) / len(detections):.2f} (always negative "
+        f"{100 * sum(r['always_negative_accuracy'] for r in detections.values()) / len(detections):.2f}), F1 "
+        f"{mean_f1}, balanced accuracy "
+        f"{100 * sum(r['balanced_accuracy'] for r in detections.values()) / len(detections):.2f}.",
+        "",
+    ]
+
+
 def _size_numbers(run_info: Mapping[str, Any], primary: Mapping[str, Any]) -> dict[str, Any]:
     """Clips, subjects, folds and pooled predictions: run_info's numbers, else the primary selection's metrics."""
     fold_word = FOLD_WORDS.get(str(run_info.get("split_protocol")), "")
@@ -657,6 +691,8 @@ def render_report_markdown(
     else:
         lines += _scorecard_section(scorecard, other_claims, n_classes)
     lines += _metrics_section(by_selection)
+    if by_selection:
+        lines += _detections_section(primary)
     lines += list(extra_sections)
     lines += ["## Figures", ""]
     lines += [f"![{caption}]({path})" for caption, path in figures.items()] or ["No figures."]

@@ -45,7 +45,7 @@ from microexpr.models.mmnet import ATTENTION_SIZE, MMNetTask, PositionCalibratio
 from microexpr.training.augment import AugmentConfig
 from microexpr.training.runtime import Runtime
 from microexpr.training.sampling import validate_frames_config
-from microexpr.training.task import FoldContext, InputSpec, LossTerms, PredictInputs, Streams
+from microexpr.training.task import Detections, FoldContext, InputSpec, LossTerms, PredictInputs, Streams
 
 __all__ = [
     "AU_SOURCES",
@@ -275,8 +275,9 @@ class CVAFPFTaskSettings:
 class CVAFPFTask(MMNetTask):
     """MMNet's key-frame task (frame jitter, shared augmentation, exact frames at test) plus the AU vector.
 
-    Arrays: ``au_target`` (training-only): the sample's annotated AUs from its own sample-index row (so joined
-    on the sample's key, never by position), the AU head's BCE target under ``predicted``. ``au_input`` (the
+    Arrays: ``au_target`` (a target: never readable at prediction): the sample's annotated AUs from its own
+    sample-index row (so joined on the sample's key, never by position), the AU head's BCE target under
+    ``predicted``, and what its test decisions are scored against (``auxiliary_metrics``). ``au_input`` (the
     model input ``au``): the annotated AUs under ``annotation`` (the paper's leak) and zeros under ``predicted``
     / ``none``, so the annotations are not in any array prediction can read unless the run is labelled
     ``au_leak``. ``forward`` passes ``au`` to the model only under ``annotation``.
@@ -287,7 +288,7 @@ class CVAFPFTask(MMNetTask):
         "au": InputSpec(arrays=("au_input",), kind="vector", channels=None, mean=None, std=None, geometric=False,
                         colour=False),
     }
-    training_only = (*MMNetTask.training_only, "au_target")
+    targets = ("au_target",)  # the AU head's BCE target; also scores its test decisions (auxiliary_metrics)
     settings_class = CVAFPFTaskSettings
     report_figures = {"vertical_attention": "First CVA block: row weights beside test faces",
                       "au_predictions": "Predicted AU probabilities of test faces",
@@ -368,6 +369,24 @@ class CVAFPFTask(MMNetTask):
 
     def logits(self, outputs: Any) -> torch.Tensor:
         return outputs["logits"]
+
+    def auxiliary_metrics(self, model: nn.Module, inputs: PredictInputs, targets: Mapping[str, np.ndarray],
+                          rows: np.ndarray, runtime: Runtime, batch_size: int) -> dict[str, Detections]:
+        """Under ``predicted``: the AU head's decision (p >= 0.5) on each test sample in ``rows`` for each of the 21
+        AUs (``AU1`` ... ``AU45``, AU21_ORDER), computed from the test inputs alone, with the annotated AUs
+        (``au_target``) to score it. Nothing under ``annotation`` / ``none`` (no AU head is trained)."""
+        if self.settings.au_source != "predicted":
+            return {}
+        probs = np.zeros((rows.size, N_AUS), dtype=np.float64)
+        counts = np.zeros(rows.size, dtype=np.int64)
+        for owners, batch in self.predict_batches(inputs, rows, runtime, batch_size):
+            with runtime.autocast():
+                outputs = model(onset=batch["onset"], apex=batch["apex"], au=None)
+            np.add.at(probs, owners, torch.sigmoid(outputs["au_logits"].float()).cpu().numpy())
+            np.add.at(counts, owners, 1)
+        predicted = probs / np.maximum(counts, 1)[:, None] >= 0.5
+        annotated = np.asarray(targets["au_target"])[rows] > 0.5
+        return {f"AU{au}": Detections(predicted[:, i], annotated[:, i]) for i, au in enumerate(AU21_ORDER)}
 
     # ------------------------------------------------------------------------------------ report
     def report_extras(self, model: nn.Module, inputs: PredictInputs, rows: np.ndarray,

@@ -39,7 +39,7 @@ from torch import nn
 from microexpr.models import build_model, build_task
 from microexpr.training.inputs import check_bundle
 from microexpr.training.runtime import Runtime, place_model, resolve_runtime
-from microexpr.training.task import FoldContext, PredictInputs, Streams, Task, TrainData
+from microexpr.training.task import Detections, FoldContext, PredictInputs, Streams, Task, TrainData
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +294,7 @@ class FoldOutcome:
     wall_seconds: float
     model_state: dict[str, torch.Tensor] | None = None
     auxiliary: dict[str, np.ndarray] = field(default_factory=dict)
+    detections: dict[str, Detections] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -433,21 +434,30 @@ def predict_proba(
 
 
 def _auxiliary_metrics(model: nn.Module, task: Task, view: PredictInputs, data: TrainData, test: np.ndarray,
-                       runtime: Runtime, batch_size: int) -> dict[str, np.ndarray]:
-    """The task's per-sample auxiliary scores of the test samples after the last epoch, checked one per sample."""
+                       runtime: Runtime, batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, Detections]]:
+    """The task's per-sample auxiliary scores and detector decisions (``Detections``) of the test samples after the
+    last epoch, checked one per sample (decisions: 0/1)."""
     if not test.size:
-        return {}
+        return {}, {}
     model.eval()
     with torch.inference_mode():
         scores = task.auxiliary_metrics(model, view, {n: data.arrays[n] for n in task.targets}, test, runtime,
                                         batch_size)
-    checked = {}
+    checked: dict[str, np.ndarray] = {}
+    detections: dict[str, Detections] = {}
     for name, values in scores.items():
+        if isinstance(values, Detections):
+            pair = [np.asarray(v).reshape(-1) for v in values]
+            if any(v.size != test.size or not np.isin(v, (0, 1)).all() for v in pair):
+                raise ValueError(f"{task.name}.auxiliary_metrics: detections {name!r} must hold one 0/1 decision and "
+                                 f"one 0/1 annotation per test sample ({test.size})")
+            detections[str(name)] = Detections(*(v.astype(np.int8) for v in pair))
+            continue
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.size != test.size:
             raise ValueError(f"{task.name}.auxiliary_metrics gave {values.size} values of {name!r} for {test.size} samples")
         checked[str(name)] = values
-    return checked
+    return checked, detections
 
 
 def _seed_streams(seed: int) -> tuple[Streams, np.random.Generator]:
@@ -610,7 +620,7 @@ def train_fold(
         if progress is not None:
             progress(epoch, cfg.epochs, stats["train_loss"], stats["train_acc"], samples_per_s)
 
-    auxiliary = _auxiliary_metrics(model, task, view, data, test, runtime, eval_batch)
+    auxiliary, detections = _auxiliary_metrics(model, task, view, data, test, runtime, eval_batch)
     shown = test[: cfg.report_samples]
     extras = {"sample_ids": data.sample_id[shown]}
     if shown.size:
@@ -637,4 +647,5 @@ def train_fold(
         wall_seconds=time.perf_counter() - started,
         model_state=state,
         auxiliary=auxiliary,
+        detections=detections,
     )

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from microexpr.evaluation.metrics import ALL_SELECTIONS, AUX_PREFIX, REQUIRED_COLUMNS, SELECTIONS
+from microexpr.evaluation.metrics import (
+    ALL_SELECTIONS,
+    AUX_ANNOTATED_PREFIX,
+    AUX_PREDICTED_PREFIX,
+    AUX_PREFIX,
+    REQUIRED_COLUMNS,
+    SELECTIONS,
+)
 from microexpr.training.loop import FoldOutcome, TrainConfig, train_fold
 
 __all__ = ["META_KEYS", "inner_subject_split", "oracle_epoch", "prediction_tables", "validated_epoch"]
@@ -174,4 +181,7 @@ def prediction_tables(
     table = table[[*REQUIRED_COLUMNS, *(f"score_{c}" for c in classes)]]
     for name, values in sorted(outcome.auxiliary.items()):  # measured after the last epoch, whatever the selection
         table[f"{AUX_PREFIX}{name}"] = np.tile(np.asarray(values, dtype=np.float64), len(selections))
+    for name, found in sorted(outcome.detections.items()):  # likewise
+        table[f"{AUX_PREDICTED_PREFIX}{name}"] = np.tile(np.asarray(found.predicted, dtype=np.int8), len(selections))
+        table[f"{AUX_ANNOTATED_PREFIX}{name}"] = np.tile(np.asarray(found.annotated, dtype=np.int8), len(selections))
     return table

@@ -45,6 +45,7 @@ from microexpr.training.runtime import Runtime
 
 __all__ = [
     "META_ARRAYS",
+    "Detections",
     "FoldContext",
     "InputSpec",
     "LossTerms",
@@ -90,6 +91,15 @@ class LossTerms(NamedTuple):
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor]
+
+
+class Detections(NamedTuple):
+    """Binary decisions of an auxiliary detector on test samples (``predicted``, e.g. an AU head's p >= 0.5) and the
+    annotation they are scored against (``annotated``), both (n,) 0/1. A ``Task.auxiliary_metrics`` value of this
+    type is pooled as counts over the test samples (support, accuracy, F1, balanced accuracy), not as a mean."""
+
+    predicted: np.ndarray
+    annotated: np.ndarray
 
 
 class Streams(NamedTuple):
@@ -321,11 +331,14 @@ class Task:
     def auxiliary_metrics(
         self, model: nn.Module, inputs: PredictInputs, targets: Mapping[str, np.ndarray], rows: np.ndarray,
         runtime: Runtime, batch_size: int,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray | Detections]:
         """Per-sample scores of the model's auxiliary outputs on test samples ``rows`` after the last epoch (e.g. flow
         end-point error, landmark NME): name -> (len(rows),) float. Outputs must come from ``inputs`` only;
         ``targets`` (the task's ``targets`` arrays, all samples) only score them, so the class predictions never
-        see them. They reach the prediction table as ``aux_<name>`` and the metrics as ``auxiliary`` [none]."""
+        see them. They reach the prediction table as ``aux_<name>`` and the metrics as ``auxiliary`` (means).
+        A value may instead be ``Detections`` (an auxiliary detector's 0/1 decisions and the 0/1 annotations, e.g.
+        one per AU): columns ``auxpred_<name>`` / ``auxtrue_<name>``, metrics ``auxiliary_detections`` (pooled
+        counts: support, accuracy, F1, balanced accuracy) [none]."""
         return {}
 
     # ----------------------------------------------------------------------------------------- report
