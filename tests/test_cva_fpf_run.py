@@ -22,6 +22,10 @@ def test_cva_fpf_end_to_end_labels_the_au_leak(tmp_path: Path) -> None:
     assert (predictions["selection"] == "honest").sum() == 7  # every kept sample of conf/test tested once
     metrics = json.loads(latest(tmp_path, "08_reporting/cva_fpf/metrics.json").read_text())
     assert metrics["leak"] == "au_leak" and metrics["tags"] == {"au_source": "annotation"}
+    # no AU head under annotation: no per-AU detections anywhere (predicted: tests/models/test_cva_fpf.py)
+    assert all(m["auxiliary_detections"] == {} for m in metrics["selections"].values())
+    assert not [c for c in predictions.columns if c.startswith(("auxpred_", "auxtrue_"))]
+    assert "Auxiliary detections" not in latest(tmp_path, "08_reporting/cva_fpf/report.md").read_text()
     assert latest(tmp_path, "08_reporting/cva_fpf/task_figures").joinpath("vertical_attention.png").stat().st_size > 1000
     runs = _mlflow_runs(tmp_path)
     parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
