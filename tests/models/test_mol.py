@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from microexpr.models import build_model, build_task
 from microexpr.models.mol import (
     MOL,
+    InputNorm,
     MOLTask,
     crop_clip,
     flip_clip,
@@ -273,6 +274,30 @@ def test_every_ablation_builds_at_tiny_size_and_trains_one_step(name: str) -> No
     assert ("flow" in losses.terms) == ABLATIONS[name].get("flow_head", True)
     assert ("landmarks" in losses.terms) == ABLATIONS[name].get("landmark_head", True)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_input_norm_keeps_the_mean_and_the_largest_value_of_every_training_batch() -> None:
+    """Regression: the running max was re-based on the updated mean, so a later batch with a lower mean lowered the
+    remembered peak (0.92 instead of 1.0 here). Eval mode freezes the statistics."""
+    norm = InputNorm().train()
+    batches = [torch.full((2, 1, 8, 4, 4), 0.2), torch.full((2, 1, 8, 4, 4), 0.3), torch.full((4, 1, 8, 4, 4), 0.1)]
+    batches[1][0, 0, 0, 0, 0] = 1.0  # the peak arrives in a middle batch
+    for batch in batches:
+        norm(batch)
+    everything = torch.cat([b.flatten() for b in batches]).double()
+    assert float(norm.mean) == pytest.approx(float(everything.mean()), abs=1e-12)
+    assert float(norm.max + norm.mean) == pytest.approx(1.0, abs=1e-12)
+    norm.eval()
+    out = norm(torch.ones(1, 1, 8, 4, 4))
+    assert float(norm.max + norm.mean) == pytest.approx(1.0, abs=1e-12)
+    assert torch.allclose(out, torch.ones_like(out), atol=1e-6)  # the peak maps to 1
+
+
+def test_mer_dropout_sets_both_dropouts_and_rejects_bad_values() -> None:
+    assert build_model("mol", 3, **TINY).mer_head.dropout.p == 0.5  # the code's
+    assert build_model("mol", 3, **TINY, mer_dropout=0.2).mer_head.dropout.p == 0.2
+    with pytest.raises(ValueError, match="dropout"):
+        MOL(3, **TINY, mer_dropout=1.0)
 
 
 def test_pretrained_checkpoint_loads_all_but_a_classifier_of_another_shape(tmp_path) -> None:

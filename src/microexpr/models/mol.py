@@ -72,8 +72,10 @@ class InputNorm(nn.Module):
             with torch.no_grad():
                 n = float(video.numel())
                 total = self.count + n
+                peak = video.double().max()
+                if self.count > 0:  # the largest value seen so far, from the statistics before this batch
+                    peak = torch.maximum(self.max + self.mean, peak)
                 self.mean.copy_((self.mean * self.count + video.double().sum()) / total)
-                peak = video.double().max() if self.count == 0 else torch.maximum(self.max + self.mean, video.double().max())
                 self.count.copy_(total)
                 self.max.copy_((peak - self.mean).clamp(min=1e-6))
         return (video - self.mean.to(video.dtype)) / self.max.to(video.dtype)
@@ -116,9 +118,10 @@ class F5C(nn.Module):
 
 class MERHead(nn.Module):
     """Conv3d C→32 k(2,2,5) s(2,2,1) → MaxPool3d 2 → dropout → FC 256 → ReLU → dropout → FC classes, on the
-    (B, C, h, w, L) stacked pair features (the code's layout: time last)."""
+    (B, C, h, w, L) stacked pair features (the code's layout: time last). ``dropout``: both dropouts' p (code 0.5)."""
 
-    def __init__(self, channels: int, size: int, steps: int, num_classes: int, hidden: int = 256) -> None:
+    def __init__(self, channels: int, size: int, steps: int, num_classes: int, hidden: int = 256,
+                 dropout: float = 0.5) -> None:
         super().__init__()
         if steps < 5:
             raise ValueError(f"the MER head's temporal kernel 5 needs at least 5 fused steps, got {steps}")
@@ -126,7 +129,9 @@ class MERHead(nn.Module):
         flat = 32 * (((size - 2) // 2 + 1) // 2) ** 2 * ((steps - 4) // 2)
         if flat < 1:
             raise ValueError(f"features of {size}x{size} x {steps} steps are too small for the MER head")
-        self.pool, self.dropout = nn.MaxPool3d(2), nn.Dropout(0.5)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"the MER head's dropout must be in [0, 1), got {dropout!r}")
+        self.pool, self.dropout = nn.MaxPool3d(2), nn.Dropout(dropout)
         self.fc1, self.fc2 = nn.Linear(flat, hidden), nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -525,6 +530,7 @@ class MOL(nn.Module):
         ccc_project: the paper's 1×1 conv after CCC. fcc_fuse: the paper's fusing 1×1 conv after FCC's concat.
         ccc_k: neighbours (4). meta_kernel: FCC meta kernel length (32). flownet_width: FlowNet base width (64).
         pretrained: a local checkpoint (state dict) to start from; a classifier of another shape is left fresh.
+        mer_dropout: p of the MER head's two dropouts (code: 0.5; the quick demo lowers it, docs/models.md).
     """
 
     @classmethod
@@ -536,7 +542,7 @@ class MOL(nn.Module):
                  landmark_head: bool = True, fcc: str = "fcc", ccc: bool = True, f5c_blocks: int = 1,
                  fusion: str = "concat", ccc_axis: str = "channels", ccc_double_difference: bool = False,
                  ccc_project: bool = True, fcc_fuse: bool = True, ccc_k: int = 4, meta_kernel: int = 32,
-                 flownet_width: int = 64, pretrained: str | None = None) -> None:
+                 flownet_width: int = 64, pretrained: str | None = None, mer_dropout: float = 0.5) -> None:
         super().__init__()
         if fcc not in (*FCC_KINDS, "none"):
             raise ValueError(f"fcc must be one of {(*FCC_KINDS, 'none')}, got {fcc!r}")
@@ -560,7 +566,7 @@ class MOL(nn.Module):
         self.f5c_first = nn.Sequential(*[F5C(channels, size * size, **options) for _ in range(blocks)])
         self.f5c_second = nn.Sequential(*[F5C(channels, size * size, **options) for _ in range(blocks)])
         pairs = clip_length - 1
-        self.mer_head = MERHead(channels, size, fused_steps(pairs, fusion), num_classes)
+        self.mer_head = MERHead(channels, size, fused_steps(pairs, fusion), num_classes, dropout=mer_dropout)
         self.landmark_head = LandmarkHead(channels, size) if landmark_head else None
         self.flownet = FlowNetC(2 * channels, flownet_width) if flow_head else None
         if pretrained:
