@@ -108,6 +108,14 @@ def test_only_the_quick_demo_uses_a_warm_up(env: str, monkeypatch, tmp_path) -> 
         assert not any(warmups.values()), warmups
 
 
+@pytest.mark.parametrize("env", ["local", *ENVS])
+def test_every_env_keeps_the_codes_mol_head_dropout(env: str, monkeypatch, tmp_path) -> None:
+    """MOL's MER-head dropout is the code's 0.5 everywhere: lowering it for the quick demo made it worse
+    (docs/models.md, MOL quick demo), so no env overrides it."""
+    monkeypatch.setenv("MICROEXPR_DATA_ROOT", str(tmp_path))
+    assert load(env, "parameters")["mol"]["model"]["mer_dropout"] == 0.5
+
+
 @pytest.mark.parametrize(("env", "train"), [("cross_casme2_smic", "casme2"), ("cross_samm_smic", "samm")])
 def test_cross_dataset_and_composite_envs_are_one_command_each(env: str, train: str, monkeypatch, tmp_path) -> None:
     """MOL's Table VII (train CASME II or SAMM, test SMIC, 3 classes) and the MEGC2019 composite as named envs."""

@@ -530,7 +530,7 @@ class MOL(nn.Module):
         ccc_project: the paper's 1×1 conv after CCC. fcc_fuse: the paper's fusing 1×1 conv after FCC's concat.
         ccc_k: neighbours (4). meta_kernel: FCC meta kernel length (32). flownet_width: FlowNet base width (64).
         pretrained: a local checkpoint (state dict) to start from; a classifier of another shape is left fresh.
-        mer_dropout: p of the MER head's two dropouts (code: 0.5; the quick demo lowers it, docs/models.md).
+        mer_dropout: p of the MER head's two dropouts (code: 0.5).
     """
 
     @classmethod
