@@ -16,14 +16,16 @@ sample's JPEG for the mouth (Region Replacing), plus the 100-slot AU one-hot; a 
 (self-pair included), (1 − 0.3)·L_cls + 0.3·L_wscl, backward, AdamW(3e-3, wd 1e-5) step.
 
 Both train the same freshly built SAMER (``build_model("samer", 5)``, 24.3 M parameters) at 224², same batch
-size, device and thread count; one warm-up step each is excluded. The headline ratio is ours/baseline at equal
-precision (fp32). Roofline: the FLOPs of one training step are counted (torch's FlopCounterMode, on the baseline's
+size, device and thread count; one warm-up step each is excluded. The two sides alternate ``--rounds`` times
+(baseline, ours, baseline, ours, …) and the headline is the median of the rounds' ours/baseline ratios at equal
+precision (fp32); the compiled side runs once, after the rounds. Roofline: the FLOPs of one training step are counted (torch's FlopCounterMode, on the baseline's
 warm-up step) and each side's achieved GFLOP/s is set beside a 2048² fp32 matmul's rate measured in the same run
 (benchmarks/roofline.py). Composites: London face photos (MICROEXPR_FACES or ../shared/faces/london) as the grey channel
 with random flow-like maps, else noise, written as 224² JPEGs (PIL's default quality 75, as the reference).
 
 Usage:
     python benchmarks/samer_step.py [--batch-size 32] [--steps 4] [--device auto] [--threads N] [--no-compile]
+        [--rounds 3]
 """
 
 from __future__ import annotations
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="baseline and eager ours alternate this many times; the median ratio is the headline "
+                             "(a host whose speed drifts between two sequential sides would move one ratio)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -225,21 +230,31 @@ def main(argv: list[str] | None = None) -> int:
             Image.fromarray(images[i]).save(path)  # PIL's default JPEG quality, as the reference
             paths.append(path)
         decoded = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-        baseline, data_share, gflop = baseline_samples_per_s([paths[i % POOL] for i in range(n)], labels, aus,
-                                                      args.batch_size, args.steps, device)
-    inputs = our_inputs(decoded, labels, aus)
-    runs = {"fp32": {"precision": "fp32"}}
+        inputs = our_inputs(decoded, labels, aus)
+        eager = {"device": args.device, "precision": "fp32"}
+        rounds = []
+        for _ in range(max(1, args.rounds)):
+            base_rate, data_share, gflop = baseline_samples_per_s([paths[i % POOL] for i in range(n)], labels, aus,
+                                                                  args.batch_size, args.steps, device)
+            rounds.append((base_rate, ours_samples_per_s(inputs, args.batch_size, args.steps, eager)))
+    baseline = float(np.median([b for b, _ in rounds]))
+    ours = {"fp32": (float(np.median([o for _, (o, _) in rounds])), rounds[0][1][1])}
     if not args.no_compile:
-        runs["fp32 compiled"] = {"precision": "fp32", "compile": True}
-    ours = {name: ours_samples_per_s(inputs, args.batch_size, args.steps, {"device": args.device, **cfg})
-            for name, cfg in runs.items()}
+        ours["fp32 compiled"] = ours_samples_per_s(inputs, args.batch_size, args.steps, {**eager, "compile": True})
     peak = matmul_peak_gflops(device, torch.float32)
+    for k, (base_rate, (rate, _)) in enumerate(rounds):
+        report(f"round {k + 1}: baseline {base_rate:.2f}, ours fp32 {rate:.2f} samples/s, ratio {rate / base_rate:.2f}x\n")
     report(f"baseline (reference-style: JPEG decode + torchvision per sample and per RR partner, fp32, NCHW, "
-           f"num_workers=0): {baseline:.2f} samples/s ({100 * data_share:.0f}% of its time loading data)\n")
+           f"num_workers=0), median of {len(rounds)} rounds: {baseline:.2f} samples/s "
+           f"({100 * data_share:.0f}% of its time loading data)\n")
     for name, (rate, setting) in ours.items():
         report(f"ours {name} (train_fold, SAMER's task; {setting}): {rate:.2f} samples/s\n")
-    for name, (rate, _) in ours.items():
-        report(f"ours/baseline at equal precision ({name}): {rate / baseline:.2f}x\n")
+    ratios = [rate / base_rate for base_rate, (rate, _) in rounds]
+    report(f"ours/baseline at equal precision (fp32), median of the rounds' ratios: {np.median(ratios):.2f}x "
+           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})\n")
+    if "fp32 compiled" in ours:
+        report(f"ours/baseline at equal precision (fp32 compiled, one run against the median baseline): "
+               f"{ours['fp32 compiled'][0] / baseline:.2f}x\n")
     report(f"roofline: one training step = {gflop:.2f} GFLOP per sample (counted); fp32 2048² matmul (best of "
            f"5) {peak:.0f} GFLOP/s\n")
     rates = {"baseline": baseline, **{f"ours {name}": rate for name, (rate, _) in ours.items()}}
