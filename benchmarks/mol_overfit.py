@@ -20,13 +20,9 @@ import torch.nn.functional as F
 
 from microexpr.models import build_model
 from microexpr.models.mol import subclip_frames
+from microexpr.project import open_project
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def latest(path: Path) -> Path:
-    """A Kedro versioned dataset's newest version file."""
-    return max(path.iterdir()) / path.name if path.is_dir() else path
 
 
 def fixed_clips(bundle: dict[str, np.ndarray], count: int, size: int, length: int) -> torch.Tensor:
@@ -40,7 +36,7 @@ def fixed_clips(bundle: dict[str, np.ndarray], count: int, size: int, length: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=ROOT / "data/quick/05_model_input/mol/model_input.npz")
+    parser.add_argument("--env", default="quick", help="the env whose stored mol.model_input is read")
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
@@ -51,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    bundle = dict(np.load(latest(args.bundle), allow_pickle=False))
+    bundle = open_project(args.env, start=ROOT).catalog().load("mol.model_input")
     video = fixed_clips(bundle, args.clips, args.image_size, 8)
     labels = torch.from_numpy(bundle["y"][:args.clips]).long()
     counts = np.bincount(labels.numpy(), minlength=len(bundle["classes"]))

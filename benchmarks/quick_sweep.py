@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from kedro.config import OmegaConfigLoader
 
 from microexpr.evaluation.metrics import core_metrics
-from microexpr.settings import CONFIG_LOADER_ARGS
+from microexpr.project import open_project
 from microexpr.training.loop import train_fold
 from microexpr.training.results import fold_seed
 from microexpr.training.selection import oracle_epoch
@@ -48,11 +46,6 @@ def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def latest(path: Path) -> Path:
-    """A Kedro versioned dataset's newest version file."""
-    return max(path.iterdir()) / path.name if path.is_dir() else path
-
-
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -61,11 +54,11 @@ def cpu_seconds() -> float:
 def train_folds(model: str, override: Mapping[str, Any], positions: list[int] | None, env: str,
                 seed: int | None) -> Iterator[dict[str, Any]]:
     """One record per fold (at ``positions`` of the fold table, default all) under the overridden parameters."""
-    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
-    block = merged(loader["parameters"][model], override)
-    root = ROOT / loader["globals"]["data_root"]
-    bundle = dict(np.load(latest(root / "05_model_input" / model / "model_input.npz"), allow_pickle=False))
-    folds = pd.read_parquet(latest(root / "05_model_input" / "folds.parquet"))
+    project = open_project(env, start=ROOT)
+    block = merged(project.config["parameters"][model], override)
+    catalog = project.catalog()  # the newest versions, wherever the env's data_root / results_root put them
+    bundle = catalog.load(f"{model}.model_input")
+    folds = catalog.load("folds")
     if positions is not None:
         folds = folds.iloc[positions]
     base_seed = int(block["seed"] if seed is None else seed)

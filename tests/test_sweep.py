@@ -8,10 +8,18 @@ import click
 import numpy as np
 import pytest
 
-from microexpr.sweep import parse_values, run_folder, sweep_figure, sweep_folder, sweep_markdown, sweep_table
+from microexpr.sweep import (
+    leak_banner,
+    parse_values,
+    run_folder,
+    sweep_figure,
+    sweep_folder,
+    sweep_markdown,
+    sweep_table,
+)
 
 
-def _metrics(value: float, repeated: bool) -> dict:
+def _metrics(value: float, repeated: bool, leak: str | None = None) -> dict:
     """Metrics shaped like ``evaluate_predictions``' with numbers derived from ``value`` (honest below oracle)."""
     selections = {}
     for shift, selection in ((0.2, "oracle_epoch"), (0.0, "honest")):  # oracle first: the table must reorder
@@ -22,7 +30,7 @@ def _metrics(value: float, repeated: bool) -> dict:
                              "uf1_std": 0.03, "uar_mean": base - 0.04, "uar_std": 0.04},
         }
     return {"selections": selections, "split_protocol": "holdout" if repeated else "loso", "label_set": "l5",
-            "dataset": "synthetic", "n_folds": 3}
+            "dataset": "synthetic", "n_folds": 3, "leak": leak}
 
 
 @pytest.mark.parametrize("repeated", [False, True])
@@ -72,3 +80,16 @@ def test_values_and_folders() -> None:
     assert root == Path("d/sweeps/m/task.alpha/quick/split.protocol_holdout_label_set_x")
     assert sweep_folder(Path("d"), "m", "task.alpha", None, "") == Path("d/sweeps/m/task.alpha/default")
     assert run_folder(root, 0.25) != run_folder(root, 0.5)
+
+
+def test_a_leaky_settings_sweep_says_so_in_its_table_markdown_and_figure() -> None:
+    """Every output of a sweep run under a leaky setting (e.g. cva_fpf with annotated AUs) carries the leak."""
+    honest = sweep_table([(v, _metrics(v, False)) for v in (0.0, 1.0)])
+    assert leak_banner(honest) is None and "LEAKY" not in sweep_markdown(honest, "p", None, "c")
+    leaky = sweep_table([(v, _metrics(v, False, leak="au_leak")) for v in (0.0, 1.0)])
+    assert set(leaky["leak"]) == {"au_leak"}
+    text = sweep_markdown(leaky, "p", None, "c")
+    assert "LEAKY SETTING [au_leak]" in text.splitlines()[4]  # right under the command, before any number
+    assert all("oracle_epoch (leaky" in line for line in text.splitlines() if line.startswith("| oracle"))
+    figure = sweep_figure(leaky, "p", None, "title")
+    assert "LEAKY SETTING [au_leak]" in figure._suptitle.get_text()

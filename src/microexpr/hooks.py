@@ -154,7 +154,7 @@ def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
     auxiliary detector (``aux.<name>.acc`` / ``.f1``, e.g. one per AU), measured after the last epoch."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from microexpr.evaluation.metrics import AUX_PREFIX, auxiliary_detections
+    from microexpr.evaluation.metrics import AUX_PREFIX, DETECTION_KEYS, auxiliary_detections
 
     out: dict[str, float] = {}
     for selection, table in predictions.groupby("selection"):
@@ -167,7 +167,8 @@ def fold_metrics(predictions: pd.DataFrame) -> dict[str, float]:
     if len(predictions):  # detections repeat under every selection: score one selection's rows
         one = predictions[predictions["selection"] == predictions["selection"].iloc[0]]
         for name, scores in auxiliary_detections(one).items():
-            for key, short in (("accuracy", "acc"), ("f1", "f1")):
+            for key in ("accuracy", "f1"):
+                short = DETECTION_KEYS[key]
                 if scores[key] is not None:
                     out[f"aux.{name}.{short}"] = float(scores[key])
     return out

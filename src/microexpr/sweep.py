@@ -26,6 +26,8 @@ import click
 import pandas as pd
 from matplotlib.figure import Figure
 
+from microexpr.project import Project, open_project
+
 METRICS = {"acc": "accuracy", "uf1": "UF1", "uar": "UAR"}
 SELECTION_ORDER = ("honest", "validated_epoch", "oracle_epoch")
 NOT_SELECTED = ("the default {param} = {default} was fixed before the sweep and is NOT chosen from it: every point is "
@@ -44,7 +46,8 @@ def sweep_table(results: Sequence[tuple[float, Mapping[str, Any]]]) -> pd.DataFr
             row = {"value": float(value), "selection": selection, "protocol": metrics.get("split_protocol", ""),
                    "label_set": metrics.get("label_set", ""), "dataset": metrics.get("dataset", ""),
                    "n_folds": int(metrics.get("n_folds") or folds.get("n_folds") or 0),
-                   "aggregate": "mean over runs" if repeated else "pooled over folds"}
+                   "aggregate": "mean over runs" if repeated else "pooled over folds",
+                   "leak": str(metrics.get("leak") or "")}
             for key in METRICS:
                 row[key] = folds.get(f"{key}_mean") if repeated else m.get(key)
                 row[f"{key}_std"] = folds.get(f"{key}_std") if repeated else None
@@ -57,13 +60,26 @@ def sweep_table(results: Sequence[tuple[float, Mapping[str, Any]]]) -> pd.DataFr
     return table.sort_values(["_order", "value"]).drop(columns="_order").reset_index(drop=True)
 
 
+ORACLE_NOTE = " (leaky: best epoch on the test subject)"
+
+
+def leak_banner(table: pd.DataFrame) -> str | None:
+    """The warning every sweep output carries when its runs used a leaky setting (``Task.leak``, e.g. au_leak)."""
+    leaks = sorted({str(v) for v in table.get("leak", pd.Series(dtype=str)) if str(v)})
+    if not leaks:
+        return None
+    return (f"LEAKY SETTING [{', '.join(leaks)}]: test-sample annotations are fed to the model; these are not honest "
+            "results")
+
+
 def _selections(table: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(table["selection"]))  # the table is already honest first
 
 
 def sweep_figure(table: pd.DataFrame, param: str, default: float | None, title: str) -> Figure:
     """Accuracy, UF1 and UAR against the swept value, one line per selection (honest first, solid; a leaky
-    selection dashed), std bars for repeated splits, the default marked, and the not-selected statement."""
+    selection dashed), std bars for repeated splits, the default marked, the not-selected statement and, for runs of
+    a leaky setting, the leak in the title."""
     figure = Figure(figsize=(12, 4.2))
     axes = figure.subplots(1, len(METRICS), sharex=True)
     for axis, (key, name) in zip(axes, METRICS.items(), strict=True):
@@ -72,8 +88,7 @@ def sweep_figure(table: pd.DataFrame, param: str, default: float | None, title: 
             std = part[f"{key}_std"].astype(float)
             axis.errorbar(part["value"], part[key].astype(float), yerr=None if std.isna().all() else std.fillna(0),
                           marker="o", capsize=3, linestyle="-" if selection != "oracle_epoch" else "--",
-                          label=selection + (" (leaky: best epoch on the test subject)"
-                                             if selection == "oracle_epoch" else ""))
+                          label=selection + (ORACLE_NOTE if selection == "oracle_epoch" else ""))
         if default is not None:
             axis.axvline(default, color="grey", linestyle=":", linewidth=1)
         axis.set_xlabel(param)
@@ -81,7 +96,9 @@ def sweep_figure(table: pd.DataFrame, param: str, default: float | None, title: 
         axis.set_title(name)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
-    figure.suptitle(title, fontsize=10)
+    banner = leak_banner(table)
+    figure.suptitle(title if banner is None else f"{title}\n{banner}", fontsize=10,
+                    color="black" if banner is None else "darkred")
     if default is not None:
         figure.text(0.5, -0.02, "Dotted line: " + NOT_SELECTED.format(param=param, default=f"{default:g}") + ".",
                     ha="center", va="top", fontsize=8, wrap=True)
@@ -101,6 +118,9 @@ def _number(value: Any, std: Any) -> str:
 def sweep_markdown(table: pd.DataFrame, param: str, default: float | None, command: str) -> str:
     """The sweep as a markdown table (honest selection first), with the command and the not-selected statement."""
     lines = [f"# Sweep of {param}", "", f"Command: `{command}`", ""]
+    banner = leak_banner(table)
+    if banner is not None:
+        lines += [f"**{banner}.**", ""]
     if default is not None:
         statement = NOT_SELECTED.format(param=param, default=f"{default:g}")
         lines += [f"**{statement[0].upper()}{statement[1:]}.**", ""]
@@ -110,7 +130,8 @@ def sweep_markdown(table: pd.DataFrame, param: str, default: float | None, comma
                   f"({first['n_folds']} folds/runs; numbers {first['aggregate']}).", ""]
     lines += [f"| selection | {param} | accuracy | UF1 | UAR |", "|---|---|---|---|---|"]
     for row in table.itertuples(index=False):
-        lines.append(f"| {row.selection} | {row.value:g} | {_number(row.acc, row.acc_std)} | "
+        selection = row.selection + (ORACLE_NOTE if row.selection == "oracle_epoch" else "")
+        lines.append(f"| {selection} | {row.value:g} | {_number(row.acc, row.acc_std)} | "
                      f"{_number(row.uf1, row.uf1_std)} | {_number(row.uar, row.uar_std)} |")
     return "\n".join(lines) + "\n"
 
@@ -137,18 +158,11 @@ def run_folder(root: Path, value: float) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ the command
-def _config(env: str | None, runtime_params: dict[str, Any] | None = None) -> Any:
-    from kedro.config import OmegaConfigLoader
-    from kedro.utils import find_kedro_project
-
-    from microexpr.settings import CONFIG_LOADER_ARGS
-
-    root = find_kedro_project(Path.cwd())
-    if root is None:
+def _project(env: str | None, runtime_params: dict[str, Any] | None = None) -> Project:
+    project = open_project(env, runtime_params)
+    if project is None:
         raise click.ClickException("run `microexpr sweep` inside the microexpr project")
-    loader = OmegaConfigLoader(str(Path(root) / "conf"), env=env, runtime_params=runtime_params or {},
-                               **CONFIG_LOADER_ARGS)
-    return Path(root), loader
+    return project
 
 
 def _default_value(params: Mapping[str, Any], model: str, param: str) -> float | None:
@@ -161,16 +175,9 @@ def _default_value(params: Mapping[str, Any], model: str, param: str) -> float |
         return None
 
 
-def _newest_metrics(project: Path, env: str | None, model: str, results_root: Path) -> dict[str, Any]:
+def _newest_metrics(env: str | None, model: str, results_root: Path) -> dict[str, Any]:
     """The newest ``<model>.metrics`` of one run, loaded through the project's catalog."""
-    from kedro.io import DataCatalog
-
-    from microexpr.inference.cli import _absolute
-
-    _, loader = _config(env, {"results_root": str(results_root)})
-    entries = _absolute(loader["catalog"], project)
-    catalog = DataCatalog.from_config(entries)
-    return catalog.load(f"{model}.metrics")
+    return _project(env, {"results_root": str(results_root)}).catalog().load(f"{model}.metrics")
 
 
 @click.command(name="sweep", context_settings={"show_default": True})
@@ -186,7 +193,8 @@ def sweep_cli(model: str, param: str, values: str, env: str | None, extra: str, 
     Example: microexpr sweep attr_contrast task.alpha 0,0.25,0.5,0.75,1 --env quick
     """
     numbers = parse_values(values)
-    project, loader = _config(env)
+    opened = _project(env)
+    project, loader = opened.root, opened.config
     data_root = Path(str(loader["globals"]["data_root"]))
     data_root = data_root if data_root.is_absolute() else project / data_root
     root = sweep_folder(data_root, model, param, env, extra)
@@ -201,7 +209,7 @@ def sweep_cli(model: str, param: str, values: str, env: str | None, extra: str, 
         click.echo(f"[sweep] {param}={value:g}: {shlex.join(argv[2:])}")
         if subprocess.run(argv, cwd=project, check=False).returncode != 0:
             raise click.ClickException(f"the run for {param}={value:g} failed (its log is above)")
-    results = [(v, _newest_metrics(project, env, model, run_folder(root, v))) for v in numbers]
+    results = [(v, _newest_metrics(env, model, run_folder(root, v))) for v in numbers]
     table = sweep_table(results)
     first = results[0][1]
     title = (f"{model} · {first['dataset']} · {first['label_set']} · {first.get('split_protocol', '')}: "

@@ -152,9 +152,10 @@ def test_a_card_without_weights_and_bad_key_frames_are_refused(saved_mmnet, clip
 
 
 def test_default_output_goes_to_the_envs_git_ignored_data_folder(monkeypatch, tmp_path) -> None:
-    from microexpr.inference.cli import _default_out, _project
+    from microexpr.inference.cli import _default_out
+    from microexpr.project import open_project
 
     monkeypatch.setenv("MICROEXPR_DATA_ROOT", str(tmp_path))
-    assert _default_out(_project("test")) == tmp_path / "08_reporting" / "predict"
-    assert _default_out(_project("quick")) == PROJECT / "data" / "quick" / "08_reporting" / "predict"
+    assert _default_out(open_project("test")) == tmp_path / "08_reporting" / "predict"
+    assert _default_out(open_project("quick")) == PROJECT / "data" / "quick" / "08_reporting" / "predict"
     assert _default_out(None) == Path("predictions")

@@ -12,62 +12,16 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from microexpr.project import Project, open_project
+
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 __all__ = ["predict_cli", "resolve_weights"]
-
-
-@dataclass(frozen=True)
-class Project:
-    """The project around the working directory: its root and its configuration for one env (no Kedro session,
-    so no hook runs and no MLflow run is opened by a prediction)."""
-
-    root: Path
-    config: Any
-
-    def catalog(self) -> Any:
-        """The project's DataCatalog, relative paths resolved against the project root (as a Kedro run does)."""
-        from kedro.io import DataCatalog
-
-        return DataCatalog.from_config(_absolute(self.config["catalog"], self.root))
-
-    def tracking_uri(self) -> str | None:
-        try:
-            return self.config["mlflow"]["server"]["mlflow_tracking_uri"]
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def _absolute(entries: dict[str, Any], root: Path) -> dict[str, Any]:
-    def fix(value: Any, key: str | None = None) -> Any:
-        if isinstance(value, dict):
-            return {k: fix(v, k) for k, v in value.items()}
-        if key in ("filepath", "path") and isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
-            return str(root / value)
-        return value
-
-    return {name: fix(entry) for name, entry in entries.items()}
-
-
-def _project(env: str | None) -> Project | None:
-    """The project around the working directory with its ``env`` configuration (None outside one)."""
-    from kedro.config import OmegaConfigLoader
-    from kedro.utils import find_kedro_project
-
-    from microexpr.settings import CONFIG_LOADER_ARGS
-
-    root = find_kedro_project(Path.cwd())
-    if root is None:
-        return None
-    loader = OmegaConfigLoader(str(root / "conf"), env=env, **CONFIG_LOADER_ARGS)
-    loader.config_patterns = {**loader.config_patterns, "mlflow": ["mlflow*", "mlflow*/**"]}
-    return Project(Path(root), loader)
 
 
 def _from_mlflow(uri: str, model: str, project: Project | None) -> Path:
@@ -180,7 +134,7 @@ def predict_cli(clip: Path, model: str, weights: str | None, onset: int | None, 
     from microexpr.inference.predict import predict_clip
 
     started = time.perf_counter()
-    project = _project(env)
+    project = open_project(env)
     try:
         final, source = resolve_weights(model, weights, project)
     except (CardMismatch, FileNotFoundError) as error:
